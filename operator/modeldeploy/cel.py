@@ -1,0 +1,102 @@
+"""CEL validation rules shared by the pydantic models and the generated CRD.
+
+Each rule is written once, here, as the CEL expression the API server evaluates
+(`x-kubernetes-validations`). The pydantic models enforce the same rule in Python
+so that `modeldeploy render` and the operator reject what `kubectl apply` rejects;
+tests evaluate every CEL expression with a CEL interpreter against the same cases.
+
+Only standard CEL is used (no Kubernetes-only list/quantity libraries) so that a
+stock interpreter can check each rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CelRule:
+    """One `x-kubernetes-validations` entry."""
+
+    rule: str
+    message: str
+    field_path: str | None = None
+    reason: str = "FieldValueInvalid"
+
+    def to_schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rule": self.rule, "message": self.message, "reason": self.reason}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        return out
+
+
+def schema_extra(*rules: CelRule) -> dict[str, Any]:
+    """`json_schema_extra` for a pydantic model carrying these CEL rules."""
+    return {"x-kubernetes-validations": [r.to_schema() for r in rules]}
+
+
+# CEL has no ranges; a literal index list bounded by the list's maxItems stands in.
+MAX_STEPS = 20
+_INDICES = "[" + ", ".join(str(i) for i in range(MAX_STEPS - 1)) + "]"
+
+AUTOSCALING_MIN_LE_MAX = CelRule(
+    rule="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+    message="minReplicas must be less than or equal to maxReplicas",
+    field_path=".minReplicas",
+)
+AUTOSCALING_HAS_TARGET = CelRule(
+    rule=(
+        "has(self.targetCPUUtilization) || has(self.targetMemoryUtilization)"
+        " || has(self.targetInferenceRate) || has(self.targetQueueTimeMs)"
+    ),
+    message=(
+        "autoscaling needs at least one target: targetCPUUtilization, targetMemoryUtilization,"
+        " targetInferenceRate or targetQueueTimeMs"
+    ),
+    reason="FieldValueRequired",
+)
+STEPS_INCREASING = CelRule(
+    rule=(f"!has(self.steps) || {_INDICES}.all(i, i >= size(self.steps) - 1 || self.steps[i] < self.steps[i + 1])"),
+    message="steps must be strictly increasing canary weights",
+    field_path=".steps",
+)
+CANARY_NEEDS_STEPS = CelRule(
+    rule="!has(self.strategy) || self.strategy != 'Canary' || (has(self.steps) && size(self.steps) > 0)",
+    message="a Canary rollout needs at least one step",
+    field_path=".steps",
+    reason="FieldValueRequired",
+)
+MIG_NEEDS_PRODUCT = CelRule(
+    rule="!has(self.migProfile) || has(self.product)",
+    message="migProfile needs product (the GPU model the MIG profile is carved from)",
+    field_path=".migProfile",
+    reason="FieldValueRequired",
+)
+MIG_NEEDS_GPU = CelRule(
+    rule="!has(self.migProfile) || !has(self.count) || self.count > 0",
+    message="migProfile needs count > 0",
+    field_path=".count",
+)
+CHECK_HAS_BOUND = CelRule(
+    rule="has(self.min) || has(self.max)",
+    message="a custom check needs min, max or both",
+    reason="FieldValueRequired",
+)
+CHECK_MIN_LE_MAX = CelRule(
+    rule="!has(self.min) || !has(self.max) || self.min <= self.max",
+    message="min must be less than or equal to max",
+    field_path=".min",
+)
+RESOURCE_NAME_LENGTH = CelRule(
+    rule="size(self.metadata.name) <= 48",
+    message="metadata.name must be at most 48 characters (child names add up to 15)",
+    field_path=".metadata.name",
+    reason="FieldValueTooLong",
+)
+SPEC_REPLICAS_WITH_AUTOSCALING = CelRule(
+    rule="!has(self.autoscaling) || !has(self.replicas)",
+    message="set either replicas or autoscaling, not both (the autoscaler owns the replica count)",
+    field_path=".replicas",
+    reason="FieldValueForbidden",
+)

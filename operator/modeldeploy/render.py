@@ -1,0 +1,379 @@
+"""Render a validated ModelDeployment into the Kubernetes objects it needs.
+
+`build_*_context` compute every value from the spec; the jinja2 templates in
+`templates/` only lay those values out (`StrictUndefined`, `| tojson`). The output
+of each template is parsed back with `yaml.safe_load` and checked before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
+
+import jinja2
+import yaml
+
+from modeldeploy import api
+
+Track = Literal["stable", "canary"]
+
+MODEL_ROOT = "/models"
+CACHE_ROOT = "/cache"
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+RUN_AS_USER = 1000
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+DEFAULT_SERVING_IMAGE = "modeldeploy/modelserve:0.1.0"
+
+LABEL_DEPLOYMENT = "modeldeploy.io/deployment"
+LABEL_MODEL = "modeldeploy.io/model"
+LABEL_TRACK = "modeldeploy.io/track"
+LABEL_REVISION = "modeldeploy.io/revision"
+
+
+class RenderError(ValueError):
+    """A template produced something that is not a valid object (a bug, not bad input)."""
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Operator-wide values the spec may leave out."""
+
+    serving_image: str = DEFAULT_SERVING_IMAGE
+
+
+@dataclass(frozen=True)
+class StorageSource:
+    """A parsed `spec.model.storageUri`."""
+
+    scheme: str
+    uri: str
+    claim: str | None = None
+    sub_path: str = ""
+
+
+def parse_storage_uri(uri: str) -> StorageSource:
+    scheme, _, rest = uri.partition("://")
+    if scheme != "pvc":
+        return StorageSource(scheme=scheme, uri=uri)
+    claim, _, sub_path = rest.partition("/")
+    if not claim:
+        raise ValueError(f"spec.model.storageUri: {uri!r} names no PersistentVolumeClaim (pvc://<claim>/<path>)")
+    return StorageSource(scheme=scheme, uri=uri, claim=claim, sub_path=sub_path.strip("/"))
+
+
+def pod_spec_fields(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
+    """The parts of the spec that change the pods; a change here is a new revision."""
+    return {
+        "model": spec.model.to_wire(),
+        "runtime": spec.runtime.to_wire(),
+        "resources": spec.resources.to_wire(),
+        "gpu": spec.gpu.to_wire() if spec.gpu else None,
+        "pod": spec.pod.to_wire(),
+    }
+
+
+def revision_of(spec: api.ModelDeploymentSpec, settings: RenderSettings) -> str:
+    """A short stable hash of what the pods run (the default image included)."""
+    fields = pod_spec_fields(spec)
+    fields["image"] = spec.runtime.image or settings.serving_image
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())
+    return digest.hexdigest()[:10]
+
+
+def workload_name(md: api.ModelDeployment, track: Track) -> str:
+    return md.metadata.name if track == "stable" else f"{md.metadata.name}-canary"
+
+
+def common_labels(md: api.ModelDeployment) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "modelserve",
+        "app.kubernetes.io/instance": md.metadata.name,
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/part-of": "modeldeploy",
+        "app.kubernetes.io/managed-by": "modeldeploy-operator",
+        LABEL_DEPLOYMENT: md.metadata.name,
+        LABEL_MODEL: md.spec.model.name,
+    }
+
+
+def service_urls(md: api.ModelDeployment) -> tuple[str, str]:
+    host = f"{md.metadata.name}.{md.metadata.namespace}.svc.cluster.local"
+    return f"http://{host}:{HTTP_PORT}/v2/models/{md.spec.model.name}", f"{host}:{GRPC_PORT}"
+
+
+def _ports() -> list[dict[str, Any]]:
+    return [
+        {"name": "http", "port": HTTP_PORT, "app_protocol": "http"},
+        {"name": "grpc", "port": GRPC_PORT, "app_protocol": "kubernetes.io/h2c"},
+        {"name": "metrics", "port": METRICS_PORT, "app_protocol": "http"},
+    ]
+
+
+def _resources(spec: api.ModelDeploymentSpec) -> dict[str, dict[str, str]]:
+    requests = spec.resources.requests.to_wire()
+    limits = spec.resources.limits.to_wire()
+    if spec.gpu is not None and spec.gpu.count > 0:
+        requests[spec.gpu.resource_name] = str(spec.gpu.count)
+        limits[spec.gpu.resource_name] = str(spec.gpu.count)
+    return {"requests": requests, "limits": limits}
+
+
+def _server_command(spec: api.ModelDeploymentSpec) -> list[str]:
+    rt = spec.runtime
+    grace = spec.pod.termination_grace_period_seconds
+    command = [
+        "modelserve",
+        f"--model-repository={MODEL_ROOT}",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+        f"--max-batch-size={rt.max_batch_size}",
+        f"--max-queue-delay-us={rt.batching_delay_microseconds}",
+        f"--max-queue-size={rt.max_queue_size}",
+        f"--instance-count={rt.instance_count}",
+        f"--graph-optimization-level={rt.graph_optimization_level}",
+        f"--quantization={rt.quantization}",
+        f"--quantization-tolerance={rt.quantization_tolerance}",
+        f"--intra-op-threads={rt.intra_op_threads}",
+        f"--cache-dir={CACHE_ROOT}",
+        f"--exit-timeout-secs={max(1, grace - 5)}",
+        "--log-format=json",
+    ]
+    command.extend(f"--preferred-batch-size={size}" for size in rt.preferred_batch_sizes)
+    return command + list(rt.args)
+
+
+def _storage(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
+    """Volumes, mounts and the optional fetching init container for the model store."""
+    source = parse_storage_uri(spec.model.storage_uri)
+    model_dir = f"{MODEL_ROOT}/{spec.model.name}"
+    volumes: list[dict[str, Any]] = [
+        {"name": "cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "cache", "mountPath": CACHE_ROOT},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if source.claim is not None:
+        volumes.append({"name": "model-store", "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
+        store_mount: dict[str, Any] = {"name": "model-store", "mountPath": model_dir, "readOnly": True}
+        if source.sub_path:
+            store_mount["subPath"] = source.sub_path
+        return {"volumes": volumes, "volume_mounts": [*mounts, store_mount], "init_container": None}
+    volumes.append({"name": "model-store", "emptyDir": {}})
+    init = {
+        "command": [
+            "modelserve",
+            "fetch",
+            f"--uri={spec.model.storage_uri}",
+            f"--model-dir={model_dir}",
+            f"--version={spec.model.version}",
+        ],
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+        "volume_mounts": [{"name": "model-store", "mountPath": MODEL_ROOT}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return {
+        "volumes": volumes,
+        "volume_mounts": [*mounts, {"name": "model-store", "mountPath": MODEL_ROOT, "readOnly": True}],
+        "init_container": init,
+    }
+
+
+def _scheduling(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
+    node_selector = dict(spec.pod.node_selector)
+    tolerations = [t.to_wire() for t in spec.pod.tolerations]
+    if spec.gpu is not None and spec.gpu.count > 0:
+        if spec.gpu.product:
+            node_selector["nvidia.com/gpu.product"] = spec.gpu.product
+        if GPU_TOLERATION not in tolerations:
+            tolerations.append(dict(GPU_TOLERATION))
+    return {"node_selector": node_selector, "tolerations": tolerations, "affinity": spec.pod.affinity}
+
+
+def build_deployment_context(
+    md: api.ModelDeployment,
+    settings: RenderSettings,
+    *,
+    track: Track = "stable",
+    replicas: int | None = None,
+) -> dict[str, Any]:
+    """Every value of a serving Deployment. `replicas=None` leaves the count to the HPA."""
+    spec = md.spec
+    revision = revision_of(spec, settings)
+    selector = {LABEL_DEPLOYMENT: md.metadata.name, LABEL_TRACK: track}
+    labels = {**common_labels(md), LABEL_TRACK: track, LABEL_REVISION: revision}
+    pod_labels = {
+        **spec.pod.labels,
+        **labels,
+        "app.kubernetes.io/version": str(spec.model.version),
+    }
+    pod_annotations = {
+        **spec.pod.annotations,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+    return {
+        "name": workload_name(md, track),
+        "namespace": md.metadata.namespace,
+        "labels": labels,
+        "annotations": {LABEL_REVISION: revision},
+        "replicas": replicas,
+        "deployment_strategy": (
+            {"type": "Recreate"}
+            if spec.rollout.strategy == "Recreate"
+            else {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
+        ),
+        "selector": selector,
+        "pod_labels": pod_labels,
+        "pod_annotations": pod_annotations,
+        "pod_security_context": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "container_security_context": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "termination_grace_period_seconds": spec.pod.termination_grace_period_seconds,
+        "service_account_name": spec.pod.service_account_name,
+        "priority_class_name": spec.pod.priority_class_name,
+        "image_pull_secrets": [s.to_wire() for s in spec.pod.image_pull_secrets],
+        "image": spec.runtime.image or settings.serving_image,
+        "command": _server_command(spec),
+        "env": [e.to_wire() for e in spec.runtime.env],
+        "ports": _ports(),
+        "startup_failure_threshold": 120,
+        "resources": _resources(spec),
+        **_scheduling(spec),
+        **_storage(spec),
+    }
+
+
+def build_service_context(md: api.ModelDeployment) -> dict[str, Any]:
+    return {
+        "name": md.metadata.name,
+        "namespace": md.metadata.namespace,
+        "labels": common_labels(md),
+        "selector": {LABEL_DEPLOYMENT: md.metadata.name},
+        "ports": _ports(),
+    }
+
+
+def _milli_quantity(value: float) -> str:
+    milli = round(value * 1000)
+    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
+
+
+def build_hpa_context(md: api.ModelDeployment, autoscaling: api.AutoscalingSpec) -> dict[str, Any]:
+    metrics: list[dict[str, Any]] = []
+    for resource, target in (
+        ("cpu", autoscaling.target_cpu_utilization),
+        ("memory", autoscaling.target_memory_utilization),
+    ):
+        if target is not None:
+            metrics.append(
+                {
+                    "type": "Resource",
+                    "resource": {"name": resource, "target": {"type": "Utilization", "averageUtilization": target}},
+                }
+            )
+    for metric, value in (
+        ("modeldeploy_inference_rate", autoscaling.target_inference_rate),
+        ("modeldeploy_queue_time_ms", autoscaling.target_queue_time_ms),
+    ):
+        if value is not None:
+            metrics.append(
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": metric},
+                        "target": {"type": "AverageValue", "averageValue": _milli_quantity(value)},
+                    },
+                }
+            )
+    return {
+        "name": md.metadata.name,
+        "namespace": md.metadata.namespace,
+        "labels": common_labels(md),
+        "target": workload_name(md, "stable"),
+        "min_replicas": autoscaling.min_replicas,
+        "max_replicas": autoscaling.max_replicas,
+        "metrics": metrics,
+        "scale_down_stabilization_seconds": autoscaling.scale_down_stabilization_seconds,
+    }
+
+
+def build_pdb_context(md: api.ModelDeployment) -> dict[str, Any]:
+    return {
+        "name": md.metadata.name,
+        "namespace": md.metadata.namespace,
+        "labels": common_labels(md),
+        "selector": {LABEL_DEPLOYMENT: md.metadata.name},
+    }
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("modeldeploy", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    # Globals such as `namespace` would stand in for a missing context value.
+    env.globals.clear()
+    env.filters["tojson"] = _tojson
+    return env
+
+
+def _tojson(value: Any) -> str:
+    """JSON (a YAML subset) for one value; an undefined value fails loudly, never renders."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    return json.dumps(value, sort_keys=True)
+
+
+def render_template(template: str, context: dict[str, Any]) -> dict[str, Any]:
+    """Render one template and parse it back into one object."""
+    text = _environment().get_template(template).render(**context)
+    obj = yaml.safe_load(text)
+    if not isinstance(obj, dict) or not obj.get("apiVersion") or not obj.get("kind"):
+        raise RenderError(f"{template} did not render to a Kubernetes object")
+    if not obj.get("metadata", {}).get("name"):
+        raise RenderError(f"{template} rendered an object without metadata.name")
+    return obj
+
+
+def render(md: api.ModelDeployment, settings: RenderSettings | None = None) -> list[dict[str, Any]]:
+    """Every object a ModelDeployment needs when no canary is running."""
+    settings = settings or RenderSettings()
+    spec = md.spec
+    replicas = None if spec.autoscaling is not None else spec.effective_replicas
+    objects = [
+        render_template("deployment.yaml.j2", build_deployment_context(md, settings, replicas=replicas)),
+        render_template("service.yaml.j2", build_service_context(md)),
+    ]
+    if spec.autoscaling is not None:
+        objects.append(render_template("hpa.yaml.j2", build_hpa_context(md, spec.autoscaling)))
+    if needs_disruption_budget(spec):
+        objects.append(render_template("pdb.yaml.j2", build_pdb_context(md)))
+    return objects
+
+
+def needs_disruption_budget(spec: api.ModelDeploymentSpec) -> bool:
+    """A PDB only helps when more than one pod serves: with one it would block node drains."""
+    return spec.effective_replicas > 1
+
+
+def to_yaml(objects: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False)

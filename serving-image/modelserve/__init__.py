@@ -1,0 +1,1 @@
+"""modelserve: a Triton-compatible inference server on ONNX Runtime."""

@@ -1,0 +1,113 @@
+"""Every CEL rule in the CRD, evaluated by a CEL interpreter, agrees with pydantic.
+
+The API server gives CEL `number` fields as doubles and `integer` fields as ints; the
+harness converts values by the schema the same way before evaluating.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import celpy
+import pytest
+from modeldeploy import api, crd
+from pydantic import BaseModel, ValidationError
+
+ENV = celpy.Environment()
+
+
+def _schema_at(path: list[str]) -> dict[str, Any]:
+    node = crd.openapi_schema()
+    for part in path:
+        node = node["items"] if part == "[]" else node["properties"][part]
+    return node
+
+
+def _typed(value: Any, schema: dict[str, Any]) -> Any:
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return {k: _typed(v, props.get(k, {})) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v, schema.get("items", {})) for v in value]
+    if schema.get("type") == "number" and isinstance(value, int | float):
+        return float(value)
+    return value
+
+
+def cel_accepts(path: list[str], obj: dict[str, Any]) -> bool:
+    schema = _schema_at(path)
+    rules = schema.get("x-kubernetes-validations", [])
+    assert rules, f"no CEL rules at {path}"
+    activation = {"self": celpy.json_to_cel(_typed(obj, schema))}
+    return all(bool(ENV.program(ENV.compile(r["rule"])).evaluate(activation)) for r in rules)
+
+
+def pydantic_accepts(model: type[BaseModel], obj: dict[str, Any]) -> bool:
+    try:
+        model.model_validate(obj)
+    except ValidationError:
+        return False
+    return True
+
+
+MODEL = {"name": "m", "storageUri": "s3://bucket/m"}
+CASES: list[tuple[str, type[BaseModel], list[str], dict[str, Any], bool]] = [
+    ("hpa min<max", api.AutoscalingSpec, ["spec", "autoscaling"], {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilization": 50}, True),
+    ("hpa min=max", api.AutoscalingSpec, ["spec", "autoscaling"], {"minReplicas": 3, "maxReplicas": 3, "targetQueueTimeMs": 5}, True),
+    ("hpa min>max", api.AutoscalingSpec, ["spec", "autoscaling"], {"minReplicas": 4, "maxReplicas": 3, "targetCPUUtilization": 50}, False),
+    ("hpa no target", api.AutoscalingSpec, ["spec", "autoscaling"], {"minReplicas": 1, "maxReplicas": 3}, False),
+    ("hpa rate target", api.AutoscalingSpec, ["spec", "autoscaling"], {"maxReplicas": 3, "targetInferenceRate": 12.5}, True),
+    ("steps increasing", api.RolloutSpec, ["spec", "rollout"], {"steps": [5, 10, 50, 100]}, True),
+    ("steps one", api.RolloutSpec, ["spec", "rollout"], {"steps": [100]}, True),
+    ("steps equal", api.RolloutSpec, ["spec", "rollout"], {"steps": [10, 10]}, False),
+    ("steps decreasing", api.RolloutSpec, ["spec", "rollout"], {"steps": [50, 25]}, False),
+    ("steps long increasing", api.RolloutSpec, ["spec", "rollout"], {"steps": list(range(1, 21))}, True),
+    ("steps long, last out of order", api.RolloutSpec, ["spec", "rollout"], {"steps": [*range(1, 20), 3]}, False),
+    ("canary no steps", api.RolloutSpec, ["spec", "rollout"], {"strategy": "Canary", "steps": []}, False),
+    ("rolling no steps", api.RolloutSpec, ["spec", "rollout"], {"strategy": "RollingUpdate", "steps": []}, True),
+    ("mig with product", api.GpuSpec, ["spec", "gpu"], {"count": 1, "product": "A100", "migProfile": "1g.5gb"}, True),
+    ("mig without product", api.GpuSpec, ["spec", "gpu"], {"count": 1, "migProfile": "1g.5gb"}, False),
+    ("mig with zero count", api.GpuSpec, ["spec", "gpu"], {"count": 0, "product": "A100", "migProfile": "1g.5gb"}, False),
+    ("gpu product only", api.GpuSpec, ["spec", "gpu"], {"count": 2, "product": "A100"}, True),
+    ("check max", api.CustomCheck, ["spec", "rollout", "checks", "[]"], {"name": "c", "query": "q", "max": 1}, True),
+    ("check min<max", api.CustomCheck, ["spec", "rollout", "checks", "[]"], {"name": "c", "query": "q", "min": 1, "max": 1.5}, True),
+    ("check min>max", api.CustomCheck, ["spec", "rollout", "checks", "[]"], {"name": "c", "query": "q", "min": 2, "max": 1.5}, False),
+    ("check no bound", api.CustomCheck, ["spec", "rollout", "checks", "[]"], {"name": "c", "query": "q"}, False),
+    ("replicas only", api.ModelDeploymentSpec, ["spec"], {"model": MODEL, "replicas": 2}, True),
+    ("autoscaling only", api.ModelDeploymentSpec, ["spec"], {"model": MODEL, "autoscaling": {"maxReplicas": 2, "targetCPUUtilization": 9}}, True),
+    ("replicas and autoscaling", api.ModelDeploymentSpec, ["spec"], {"model": MODEL, "replicas": 2, "autoscaling": {"maxReplicas": 2, "targetCPUUtilization": 9}}, False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("model", "path", "obj", "accepted"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_cel_and_pydantic_agree(model: type[BaseModel], path: list[str], obj: dict[str, Any], accepted: bool) -> None:
+    assert cel_accepts(path, obj) is accepted
+    assert pydantic_accepts(model, obj) is accepted
+
+
+@pytest.mark.parametrize(("name", "accepted"), [("a" * 48, True), ("a" * 49, False)])
+def test_root_rule_limits_name_length(name: str, accepted: bool) -> None:
+    schema = crd.openapi_schema()
+    rule = schema["x-kubernetes-validations"][0]["rule"]
+    result = ENV.program(ENV.compile(rule)).evaluate({"self": celpy.json_to_cel({"metadata": {"name": name}})})
+    assert bool(result) is accepted
+
+
+def _all_rules(node: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        found.extend(node.get("x-kubernetes-validations", []))
+        for value in node.values():
+            found.extend(_all_rules(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_all_rules(value))
+    return found
+
+
+def test_every_rule_compiles_and_has_a_message() -> None:
+    rules = _all_rules(crd.openapi_schema())
+    assert len(rules) >= 9
+    for rule in rules:
+        ENV.compile(rule["rule"])
+        assert rule["message"]
