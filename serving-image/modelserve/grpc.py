@@ -1,0 +1,176 @@
+"""gRPC front end: `inference.GRPCInferenceService` as Triton serves it, over the data plane.
+
+Handlers are registered by hand under Triton's service name (see proto/grpc_service.proto
+for why the messages live in another protobuf package). They only translate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from modelserve import codecs
+from modelserve.dataplane import DataPlane, InferInput, InferRequest, InferResponse, RequestedOutput
+from modelserve.errors import InvalidArgument, ServeError
+from modelserve.proto import grpc_service_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+SERVICE = "inference.GRPCInferenceService"
+
+
+def _param_value(param: pb.InferParameter) -> Any:
+    choice = param.WhichOneof("parameter_choice")
+    return getattr(param, choice) if choice else None
+
+
+def decode_infer_request(msg: pb.ModelInferRequest) -> InferRequest:
+    raw = list(msg.raw_input_contents)
+    if raw and len(raw) != len(msg.inputs):
+        raise InvalidArgument(f"{len(raw)} raw_input_contents for {len(msg.inputs)} inputs; send one per input")
+    inputs: list[InferInput] = []
+    for index, tensor in enumerate(msg.inputs):
+        dtype = codecs.datatype(tensor.datatype)
+        shape = codecs.check_shape(tensor.name, list(tensor.shape))
+        if raw:
+            array = codecs.tensor_from_raw(tensor.name, dtype, shape, raw[index])
+        else:
+            array = codecs.tensor_from_contents(tensor.name, dtype, shape, tensor.contents)
+        inputs.append(InferInput(tensor.name, dtype.v2, shape, array))
+    return InferRequest(
+        model=msg.model_name,
+        version=msg.model_version,
+        id=msg.id,
+        inputs=inputs,
+        outputs=[RequestedOutput(o.name, binary=True) for o in msg.outputs],
+        parameters={k: _param_value(v) for k, v in msg.parameters.items()},
+    )
+
+
+def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
+    msg = pb.ModelInferResponse(model_name=response.model, model_version=response.version, id=response.id)
+    for out in response.outputs:
+        msg.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
+        msg.raw_output_contents.append(codecs.tensor_to_raw(out.array))
+    return msg
+
+
+class InferenceServicer:
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dp = dataplane
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self.dp.live())
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.dp.ready())
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self.dp.model_ready(request.name, request.version))
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
+        return json_format.ParseDict(self.dp.server_metadata(), pb.ServerMetadataResponse())
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        return json_format.ParseDict(self.dp.model_metadata(request.name, request.version), pb.ModelMetadataResponse())
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        return pb.ModelConfigResponse(config=self.dp.model_config(request.name, request.version))
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
+        stats = self.dp.statistics(request.name, request.version)
+        return json_format.ParseDict(stats, pb.ModelStatisticsResponse())
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
+        return json_format.ParseDict({"models": self.dp.repository_index(request.ready)}, pb.RepositoryIndexResponse())
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        await self.dp.load_model(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        await self.dp.unload_model(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        return encode_infer_response(await self.dp.infer(decode_infer_request(request)))
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        async for request in requests:
+            try:
+                response = await self.dp.infer(decode_infer_request(request))
+            except ServeError as exc:
+                yield pb.ModelStreamInferResponse(error_message=exc.message)
+                continue
+            yield pb.ModelStreamInferResponse(infer_response=encode_infer_response(response))
+
+
+UNARY: dict[str, tuple[type[Any], type[Any]]] = {
+    "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
+    "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
+    "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
+    "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+    "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+    "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
+    "ModelConfig": (pb.ModelConfigRequest, pb.ModelConfigResponse),
+    "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse),
+    "RepositoryIndex": (pb.RepositoryIndexRequest, pb.RepositoryIndexResponse),
+    "RepositoryModelLoad": (pb.RepositoryModelLoadRequest, pb.RepositoryModelLoadResponse),
+    "RepositoryModelUnload": (pb.RepositoryModelUnloadRequest, pb.RepositoryModelUnloadResponse),
+}
+
+
+def _guard(method: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+    """Map data plane errors to gRPC status codes; an unexpected error costs one call only."""
+
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(request, context)
+        except ServeError as exc:
+            await context.abort(exc.grpc_code, exc.message)
+        except Exception as exc:
+            log.exception("unhandled error in gRPC handler")
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+    return handler
+
+
+def generic_handler(dataplane: DataPlane) -> grpc.GenericRpcHandler:
+    servicer = InferenceServicer(dataplane)
+    handlers: dict[str, grpc.RpcMethodHandler] = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _guard(getattr(servicer, name)),
+            request_deserializer=req.FromString,
+            response_serializer=resp.SerializeToString,
+        )
+        for name, (req, resp) in UNARY.items()
+    }
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        servicer.ModelStreamInfer,
+        request_deserializer=pb.ModelInferRequest.FromString,
+        response_serializer=pb.ModelStreamInferResponse.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+def create_server(dataplane: DataPlane, address: str, max_message_bytes: int) -> grpc.aio.Server:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+    )
+    server.add_generic_rpc_handlers((generic_handler(dataplane),))
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot bind gRPC port {address}")
+    return server

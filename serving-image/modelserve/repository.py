@@ -1,0 +1,229 @@
+"""A Triton-layout model repository: `<repo>/<model>/<version>/model.onnx` (+ config.pbtxt).
+
+Loading one model never stops the others: a model that fails to load is recorded as
+UNAVAILABLE with the reason, and the index reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelserve import config as cfg
+from modelserve import optimize, runtime
+from modelserve.batching import BatchTiming, DynamicBatcher
+from modelserve.errors import InvalidArgument, ModelLoadError, NotFound, Unavailable
+from modelserve.metrics import ModelStats
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class RepositorySettings:
+    root: Path
+    strict_config: bool = False
+    control_mode: str = "none"  # none | explicit
+    startup_models: tuple[str, ...] = ()
+    overrides: cfg.Overrides = field(default_factory=cfg.Overrides)
+    runtime: runtime.RuntimeSettings = field(default_factory=runtime.RuntimeSettings)
+    cache_dir: Path | None = None
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: int
+    config: cfg.ModelConfig
+    model: runtime.OnnxModel
+    batcher: DynamicBatcher
+    stats: ModelStats
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, str(self.version))
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    state: str = "UNAVAILABLE"  # UNAVAILABLE | LOADING | READY | UNLOADING
+    reason: str = ""
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _available_versions(model_dir: Path, filename: str) -> list[int]:
+    return sorted(
+        int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and (p / filename).is_file()
+    )
+
+
+def select_versions(policy: cfg.mc.ModelVersionPolicy, available: list[int]) -> list[int]:
+    """Triton's version_policy: latest (default 1), all, or specific."""
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        return available
+    if choice == "specific":
+        wanted = set(policy.specific.versions)
+        missing = wanted - set(available)
+        if missing:
+            raise ModelLoadError(f"version_policy.specific: version(s) {sorted(missing)} not found")
+        return [v for v in available if v in wanted]
+    count = policy.latest.num_versions if choice == "latest" and policy.latest.num_versions > 0 else 1
+    return available[-count:]
+
+
+class Repository:
+    def __init__(self, settings: RepositorySettings) -> None:
+        self.settings = settings
+        self.models: dict[str, ModelEntry] = {}
+
+    def scan(self) -> list[str]:
+        root = self.settings.root
+        if not root.is_dir():
+            raise ModelLoadError(f"--model-repository {root} is not a directory")
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    async def load_startup_models(self) -> None:
+        names = self.scan() if self.settings.control_mode == "none" else list(self.settings.startup_models)
+        for name in names:
+            await self.load(name, raise_errors=False)
+
+    def _load_sync(self, name: str) -> list[tuple[int, cfg.ModelConfig, runtime.OnnxModel]]:
+        model_dir = self.settings.root / name
+        if not model_dir.is_dir():
+            raise ModelLoadError(f"model '{name}' is not in the repository {self.settings.root}")
+        declared = cfg.load_config_file(model_dir) or cfg.ModelConfig()
+        filename = declared.default_model_filename or "model.onnx"
+        available = _available_versions(model_dir, filename)
+        if not available:
+            raise ModelLoadError(f"{model_dir}: no version directory with {filename} (expected {name}/1/{filename})")
+        loaded = []
+        for version in select_versions(declared.version_policy, available):
+            path = model_dir / str(version) / filename
+            io = runtime.probe_io(path)
+            config = cfg.complete_and_check(
+                declared,
+                io,
+                name=name,
+                strict=self.settings.strict_config,
+                overrides=self.settings.overrides,
+                source=str(model_dir / "config.pbtxt"),
+            )
+            served = optimize.optimized_model_path(path, config, io, self.settings.cache_dir, f"{name}-{version}")
+            loaded.append((version, config, runtime.OnnxModel(served, config, self.settings.runtime)))
+        return loaded
+
+    def _batcher(self, config: cfg.ModelConfig, model: runtime.OnnxModel, stats: ModelStats) -> DynamicBatcher:
+        batching = config.dynamic_batching
+        queue_size = (
+            batching.default_queue_policy.max_queue_size or self.settings.overrides.max_queue_size or DEFAULT_QUEUE_SIZE
+        )
+
+        def on_batch(size: int, timing: BatchTiming) -> None:
+            stats.batch_done(size, timing.compute_input_ns, timing.compute_infer_ns, timing.compute_output_ns)
+
+        return DynamicBatcher(
+            model.run,
+            max_batch_size=config.max_batch_size,
+            preferred_batch_sizes=tuple(batching.preferred_batch_size),
+            max_queue_delay_us=batching.max_queue_delay_microseconds,
+            max_queue_size=queue_size,
+            instances=model.instances,
+            on_batch=on_batch,
+        )
+
+    async def load(self, name: str, *, raise_errors: bool = True) -> None:
+        """(Re)load a model; its old versions keep serving until the new ones are ready."""
+        entry = self.models.setdefault(name, ModelEntry(name))
+        async with entry.lock:
+            previous_state = entry.state
+            entry.state = "LOADING"
+            try:
+                loaded = await asyncio.to_thread(self._load_sync, name)
+            except ModelLoadError as exc:
+                entry.state = previous_state if entry.versions else "UNAVAILABLE"
+                entry.reason = str(exc)
+                log.error("failed to load model '%s': %s", name, exc)
+                if raise_errors:
+                    raise
+                return
+            old = entry.versions
+            entry.versions = {}
+            for version, config, model in loaded:
+                stats = ModelStats()
+                entry.versions[version] = ModelVersion(
+                    name, version, config, model, self._batcher(config, model, stats), stats
+                )
+            entry.state, entry.reason = "READY", ""
+            log.info("model '%s' ready, versions %s", name, sorted(entry.versions))
+            for version in old.values():
+                await version.batcher.close("model was reloaded")
+
+    async def unload(self, name: str) -> None:
+        entry = self.models.get(name)
+        if entry is None:
+            raise NotFound(f"model '{name}' is not loaded")
+        async with entry.lock:
+            entry.state = "UNLOADING"
+            versions, entry.versions = entry.versions, {}
+            for version in versions.values():
+                await version.batcher.close("model was unloaded")
+            entry.state, entry.reason = "UNAVAILABLE", "unloaded"
+
+    async def close(self) -> None:
+        for entry in self.models.values():
+            for version in entry.versions.values():
+                await version.batcher.close("server is shutting down")
+
+    def get(self, name: str, version: str = "") -> ModelVersion:
+        entry = self.models.get(name)
+        if entry is None:
+            raise NotFound(f"unknown model '{name}'")
+        if not entry.versions:
+            detail = f": {entry.reason}" if entry.reason else ""
+            raise Unavailable(f"model '{name}' is not ready ({entry.state}){detail}")
+        if not version:
+            return entry.versions[max(entry.versions)]
+        if not version.isdigit():
+            raise InvalidArgument(f"model version must be a positive integer, got '{version}'")
+        found = entry.versions.get(int(version))
+        if found is None:
+            raise NotFound(f"unknown version {version} of model '{name}' (loaded: {sorted(entry.versions)})")
+        return found
+
+    def ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.get(name, version)
+        except (NotFound, Unavailable, InvalidArgument):
+            return False
+        return True
+
+    def all_ready(self) -> bool:
+        return all(entry.state == "READY" for entry in self.models.values() if entry.reason != "unloaded")
+
+    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        rows: list[dict[str, str]] = []
+        known = set(self.models)
+        try:
+            known |= set(self.scan())
+        except ModelLoadError:
+            pass
+        for name in sorted(known):
+            entry = self.models.get(name)
+            if entry is None:
+                if not ready_only:
+                    rows.append({"name": name})
+                continue
+            if entry.versions:
+                rows += [{"name": name, "version": str(v), "state": entry.state} for v in sorted(entry.versions)]
+            elif not ready_only:
+                rows.append({"name": name, "state": entry.state, "reason": entry.reason})
+        return rows
+
+    def loaded_versions(self) -> list[ModelVersion]:
+        return [v for entry in self.models.values() for v in entry.versions.values()]

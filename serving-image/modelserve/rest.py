@@ -1,0 +1,277 @@
+"""HTTP/REST front end: the KServe V2 protocol with Triton's extensions, as a bare ASGI app.
+
+It only translates: HTTP + JSON (+ binary tensor data) in, data plane call, HTTP out.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import re
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelserve import codecs
+from modelserve import config as cfg
+from modelserve.dataplane import DataPlane, InferInput, InferRequest, InferResponse, RequestedOutput
+from modelserve.errors import InvalidArgument, NotFound, ServeError
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+HEADER_LENGTH = "inference-header-content-length"
+MODEL_ROUTE = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/[a-z]+)?$")
+REPO_ROUTE = re.compile(r"^/v2/repository/models/(?P<name>[^/]+)/(?P<action>load|unload)$")
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class Response:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers if headers is not None else JSON_HEADERS
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(status, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response({"error": message}, status)
+
+
+class RestApp:
+    def __init__(self, dataplane: DataPlane, max_body_bytes: int = 64 * 1024 * 1024) -> None:
+        self.dataplane = dataplane
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            response = await self._dispatch(scope, receive)
+        except ServeError as exc:
+            response = error_response(exc.http_status, exc.message)
+        except Exception as exc:  # a bug must cost one request, never the server
+            log.exception("unhandled error for %s %s", scope.get("method"), scope.get("path"))
+            response = error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+        headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise InvalidArgument(f"request body of {int(declared)} bytes exceeds the {self.max_body_bytes} byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidArgument("client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise InvalidArgument(f"request body exceeds the {self.max_body_bytes} byte limit")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        encoding = headers.get(b"content-encoding", b"").lower()
+        try:
+            if encoding == b"gzip":
+                body = gzip.decompress(body)
+            elif encoding == b"deflate":
+                body = zlib.decompress(body)
+        except (OSError, zlib.error) as exc:
+            raise InvalidArgument(f"cannot decompress {encoding.decode()} body: {exc}") from None
+        return body
+
+    async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
+        method, path = scope["method"], scope["path"].rstrip("/") or "/"
+        dp = self.dataplane
+        if method == "GET":
+            if path == "/v2/health/live":
+                return Response(200 if dp.live() else 503)
+            if path == "/v2/health/ready":
+                return Response(200 if dp.ready() else 503)
+            if path == "/v2":
+                return json_response(dp.server_metadata())
+            if path == "/v2/models/stats":
+                return json_response(dp.statistics())
+        if path == "/v2/repository/index" and method == "POST":
+            body = self._json(await self._read_body(scope, receive), allow_empty=True)
+            return json_response(dp.repository_index(bool(body.get("ready", False))))
+        match = REPO_ROUTE.match(path)
+        if match and method == "POST":
+            await self._read_body(scope, receive)
+            if match["action"] == "load":
+                await dp.load_model(match["name"])
+            else:
+                await dp.unload_model(match["name"])
+            return Response(200)
+        match = MODEL_ROUTE.match(path)
+        if match is None:
+            raise NotFound(f"no route for {method} {path}")
+        name, version, action = match["name"], match["version"] or "", match["action"] or ""
+        if method == "POST" and action == "/infer":
+            return await self._infer(name, version, scope, await self._read_body(scope, receive))
+        if method != "GET":
+            raise NotFound(f"no route for {method} {path}")
+        if action == "":
+            return json_response(dp.model_metadata(name, version))
+        if action == "/ready":
+            return Response(200 if dp.model_ready(name, version) else 503)
+        if action == "/config":
+            return json_response(cfg.message_to_json(dp.model_config(name, version)))
+        if action == "/stats":
+            return json_response(dp.statistics(name, version))
+        raise NotFound(f"no route for {method} {path}")
+
+    @staticmethod
+    def _json(raw: bytes, allow_empty: bool = False) -> dict[str, Any]:
+        if not raw and allow_empty:
+            return {}
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidArgument(f"malformed JSON in request body: {exc}") from None
+        if not isinstance(payload, dict):
+            raise InvalidArgument("request body must be a JSON object")
+        return payload
+
+    async def _infer(self, name: str, version: str, scope: Scope, body: bytes) -> Response:
+        header_length = dict(scope["headers"]).get(HEADER_LENGTH.encode())
+        if header_length is not None:
+            if not header_length.isdigit() or int(header_length) > len(body):
+                raise InvalidArgument(
+                    f"Inference-Header-Content-Length {header_length.decode()!r} is not within the body"
+                )
+            split = int(header_length)
+            payload, binary = self._json(body[:split]), memoryview(body)[split:]
+        else:
+            payload, binary = self._json(body), memoryview(b"")
+        request = decode_infer_request(name, version, payload, binary)
+        response = await self.dataplane.infer(request)
+        return encode_infer_response(request, response, payload)
+
+
+def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    params = obj.get("parameters", {})
+    if not isinstance(params, dict):
+        raise InvalidArgument(f"{where}: parameters must be a JSON object")
+    return params
+
+
+def decode_infer_request(name: str, version: str, payload: dict[str, Any], binary: memoryview) -> InferRequest:
+    inputs_json = payload.get("inputs")
+    if not isinstance(inputs_json, list):
+        raise InvalidArgument("'inputs' must be a list of tensors")
+    offset = 0
+    inputs: list[InferInput] = []
+    for index, item in enumerate(inputs_json):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidArgument(f"inputs[{index}] must be an object with a string 'name'")
+        tensor_name = item["name"]
+        if not isinstance(item.get("datatype"), str):
+            raise InvalidArgument(f"input '{tensor_name}': 'datatype' must be a string")
+        dtype = codecs.datatype(item["datatype"])
+        shape = codecs.check_shape(tensor_name, item.get("shape"))
+        size = _parameters(item, f"input '{tensor_name}'").get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
+                raise InvalidArgument(f"input '{tensor_name}': binary_data_size {size!r} is not within the binary data")
+            array = codecs.tensor_from_raw(tensor_name, dtype, shape, binary[offset : offset + size])
+            offset += size
+        elif "data" in item:
+            array = codecs.tensor_from_json(tensor_name, dtype, shape, item["data"])
+        else:
+            raise InvalidArgument(f"input '{tensor_name}': no 'data' and no binary_data_size")
+        inputs.append(InferInput(tensor_name, dtype.v2, shape, array))
+    if offset != len(binary):
+        raise InvalidArgument(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
+    request_params = _parameters(payload, "request")
+    binary_default = bool(request_params.get("binary_data_output", False))
+    outputs: list[RequestedOutput] = []
+    outputs_json = payload.get("outputs", [])
+    if not isinstance(outputs_json, list):
+        raise InvalidArgument("'outputs' must be a list")
+    for index, item in enumerate(outputs_json):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidArgument(f"outputs[{index}] must be an object with a string 'name'")
+        params = _parameters(item, f"output '{item['name']}'")
+        outputs.append(RequestedOutput(item["name"], bool(params.get("binary_data", binary_default))))
+    request_id = payload.get("id", "")
+    return InferRequest(
+        model=name,
+        version=version,
+        id=request_id if isinstance(request_id, str) else str(request_id),
+        inputs=inputs,
+        outputs=outputs,
+        parameters=request_params,
+    )
+
+
+def encode_infer_response(request: InferRequest, response: InferResponse, payload: dict[str, Any]) -> Response:
+    binary_default = bool(request.parameters.get("binary_data_output", False))
+    wants_binary = {o.name: o.binary for o in request.outputs}
+    outputs_json: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for out in response.outputs:
+        entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": out.shape}
+        if wants_binary.get(out.name, binary_default):
+            raw = codecs.tensor_to_raw(out.array)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        elif out.array.dtype == np.object_:
+            entry["data"] = codecs.tensor_to_json(out.array)
+        else:
+            entry["data"] = out.array.reshape(-1)
+        outputs_json.append(entry)
+    body: dict[str, Any] = {"model_name": response.model, "model_version": response.version, "outputs": outputs_json}
+    if response.id:
+        body["id"] = response.id
+    header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return Response(200, header)
+    headers = [
+        (b"content-type", b"application/octet-stream"),
+        (HEADER_LENGTH.encode(), str(len(header)).encode()),
+    ]
+    return Response(200, header + b"".join(chunks), headers)
+
+
+class MetricsApp:
+    """GET /metrics on the metrics port."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        from modelserve.metrics import exposition
+
+        if scope["path"] == "/metrics":
+            status, body = 200, exposition(self.dataplane.stats_series()).encode()
+            content_type = b"text/plain; version=0.0.4; charset=utf-8"
+        else:
+            status, body, content_type = 404, b"not found: use /metrics\n", b"text/plain"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
