@@ -158,16 +158,21 @@ def tensor_from_json(name: str, dtype: DataType, shape: list[int], data: Any) ->
         if not all(isinstance(x, bool) for x in flat):
             raise InvalidArgument(f"input '{name}': BOOL elements must be true or false")
         return np.array(flat, dtype=np.bool_).reshape(shape)
-    try:
-        array = np.array(flat, dtype=np.float64 if dtype.numpy.kind == "f" else None)
-    except (ValueError, TypeError) as exc:
-        raise InvalidArgument(f"input '{name}': data is not numeric ({exc})") from None
-    if array.dtype.kind not in "iuf" or (array.dtype.kind == "f" and dtype.numpy.kind in "iu"):
-        raise InvalidArgument(f"input '{name}': data is not valid {dtype.v2}")
     if dtype.numpy.kind in "iu":
+        if not all(type(x) is int for x in flat):
+            raise InvalidArgument(f"input '{name}': {dtype.v2} elements must be integers")
+        wide = np.int64 if dtype.numpy.kind == "i" else np.uint64
+        try:
+            array = np.array(flat, dtype=wide)
+        except OverflowError:
+            raise InvalidArgument(f"input '{name}': a value is out of range for {dtype.v2}") from None
         info = np.iinfo(dtype.numpy)
         if array.size and (array.min() < info.min or array.max() > info.max):
             raise InvalidArgument(f"input '{name}': a value is out of range for {dtype.v2}")
+        return array.astype(dtype.numpy).reshape(shape)
+    if not all(type(x) in (int, float) for x in flat):
+        raise InvalidArgument(f"input '{name}': {dtype.v2} elements must be numbers")
+    array = np.array(flat, dtype=np.float64)
     return array.astype(dtype.numpy).reshape(shape)
 
 

@@ -1,0 +1,94 @@
+"""Start a real `modelserve` process on free loopback ports and wait until it is ready."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServingProcess:
+    repository: Path
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+    http_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, wait_ready: bool = True, timeout: float = 60.0) -> ServingProcess:
+        log = (self.log_path or self.repository.parent / f"modelserve-{self.http_port}.log").open("wb")
+        command = [
+            sys.executable, "-m", "modelserve.cli",
+            f"--model-repository={self.repository}",
+            "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
+            f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
+            "--intra-op-threads=1",
+            *self.args,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+        deadline = time.monotonic() + timeout
+        path = "/v2/health/ready" if wait_ready else "/v2/health/live"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"modelserve exited with {self.process.returncode}: {self.log_text()}")
+            if self.http_get(path) == 200:
+                return self
+            time.sleep(0.1)
+        raise TimeoutError(f"modelserve not {'ready' if wait_ready else 'live'} in {timeout}s: {self.log_text()}")
+
+    def http_get(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=2) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def metric(self, name: str, model: str, version: str = "1") -> float:
+        prefix = f'{name}{{model="{model}",version="{version}"}} '
+        for line in self.metrics_text().splitlines():
+            if line.startswith(prefix):
+                return float(line[len(prefix) :])
+        raise KeyError(prefix)
+
+    def log_text(self) -> str:
+        path = self.log_path or self.repository.parent / f"modelserve-{self.http_port}.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
