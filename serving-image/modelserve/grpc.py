@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 
 from modelserve import codecs
 from modelserve.dataplane import DataPlane, InferInput, InferRequest, InferResponse, RequestedOutput
@@ -130,11 +131,22 @@ UNARY: dict[str, tuple[type[Any], type[Any]]] = {
 }
 
 
-def _guard(method: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
-    """Map data plane errors to gRPC status codes; an unexpected error costs one call only."""
+def _guard(
+    method: Callable[[Any, Any], Awaitable[Any]], request_type: type[Any]
+) -> Callable[[bytes, Any], Awaitable[Any]]:
+    """Parse the request and map data plane errors to gRPC status codes.
 
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    Parsing happens here rather than in grpc's deserializer, which would answer a
+    malformed message with UNKNOWN; here it is INVALID_ARGUMENT with the reason.
+    An unexpected error costs one call only.
+    """
+
+    async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         try:
+            try:
+                request = request_type.FromString(raw)
+            except DecodeError as exc:
+                raise InvalidArgument(f"malformed {request_type.__name__} protobuf: {exc}") from None
             return await method(request, context)
         except ServeError as exc:
             await context.abort(exc.grpc_code, exc.message)
@@ -149,9 +161,7 @@ def generic_handler(dataplane: DataPlane) -> grpc.GenericRpcHandler:
     servicer = InferenceServicer(dataplane)
     handlers: dict[str, grpc.RpcMethodHandler] = {
         name: grpc.unary_unary_rpc_method_handler(
-            _guard(getattr(servicer, name)),
-            request_deserializer=req.FromString,
-            response_serializer=resp.SerializeToString,
+            _guard(getattr(servicer, name), req), response_serializer=resp.SerializeToString
         )
         for name, (req, resp) in UNARY.items()
     }

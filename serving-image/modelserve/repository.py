@@ -7,6 +7,7 @@ UNAVAILABLE with the reason, and the index reports it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ class ModelEntry:
     name: str
     state: str = "UNAVAILABLE"  # UNAVAILABLE | LOADING | READY | UNLOADING
     reason: str = ""
+    required: bool = False  # readiness waits for it: a start-up model, or one loaded and not unloaded
     versions: dict[int, ModelVersion] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -91,6 +93,7 @@ class Repository:
     async def load_startup_models(self) -> None:
         names = self.scan() if self.settings.control_mode == "none" else list(self.settings.startup_models)
         for name in names:
+            self.models.setdefault(name, ModelEntry(name)).required = True
             await self.load(name, raise_errors=False)
 
     def _load_sync(self, name: str) -> list[tuple[int, cfg.ModelConfig, runtime.OnnxModel]]:
@@ -148,6 +151,8 @@ class Repository:
             except ModelLoadError as exc:
                 entry.state = previous_state if entry.versions else "UNAVAILABLE"
                 entry.reason = str(exc)
+                if not entry.required and not (self.settings.root / name).is_dir():
+                    del self.models[name]
                 log.error("failed to load model '%s': %s", name, exc)
                 if raise_errors:
                     raise
@@ -159,7 +164,7 @@ class Repository:
                 entry.versions[version] = ModelVersion(
                     name, version, config, model, self._batcher(config, model, stats), stats
                 )
-            entry.state, entry.reason = "READY", ""
+            entry.state, entry.reason, entry.required = "READY", "", True
             log.info("model '%s' ready, versions %s", name, sorted(entry.versions))
             for version in old.values():
                 await version.batcher.close("model was reloaded")
@@ -173,7 +178,7 @@ class Repository:
             versions, entry.versions = entry.versions, {}
             for version in versions.values():
                 await version.batcher.close("model was unloaded")
-            entry.state, entry.reason = "UNAVAILABLE", "unloaded"
+            entry.state, entry.reason, entry.required = "UNAVAILABLE", "unloaded", False
 
     async def close(self) -> None:
         for entry in self.models.values():
@@ -204,15 +209,13 @@ class Repository:
         return True
 
     def all_ready(self) -> bool:
-        return all(entry.state == "READY" for entry in self.models.values() if entry.reason != "unloaded")
+        return all(entry.state == "READY" for entry in self.models.values() if entry.required)
 
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         rows: list[dict[str, str]] = []
         known = set(self.models)
-        try:
+        with contextlib.suppress(ModelLoadError):
             known |= set(self.scan())
-        except ModelLoadError:
-            pass
         for name in sorted(known):
             entry = self.models.get(name)
             if entry is None:

@@ -96,7 +96,10 @@ def test_model_metadata_and_config(http, grpc) -> None:
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 def test_http_results_equal_onnxruntime(http, repository, binary) -> None:
     rng = np.random.default_rng(1)
-    feeds = {"INPUT0": rng.standard_normal((3, 16), dtype=np.float32), "INPUT1": rng.standard_normal((3, 16), dtype=np.float32)}
+    feeds = {
+        "INPUT0": rng.standard_normal((3, 16), dtype=np.float32),
+        "INPUT1": rng.standard_normal((3, 16), dtype=np.float32),
+    }
     result = http_infer(http, "simple", feeds, binary, outputs=["OUTPUT0", "OUTPUT1"])
     expected = reference(repository, "simple", feeds)
     for name in ("OUTPUT0", "OUTPUT1"):
@@ -108,7 +111,9 @@ def test_http_mlp_and_cnn_equal_onnxruntime(http, grpc, repository) -> None:
     for model, shape in (("mlp", (4, 256)), ("cnn", (2, 3, 64, 64))):
         feeds = {"input": rng.standard_normal(shape, dtype=np.float32)}
         expected = reference(repository, model, feeds)["output"]
-        np.testing.assert_allclose(http_infer(http, model, feeds, True).as_numpy("output"), expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            http_infer(http, model, feeds, True).as_numpy("output"), expected, rtol=1e-5, atol=1e-5
+        )
         np.testing.assert_allclose(grpc_infer(grpc, model, feeds).as_numpy("output"), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -131,13 +136,19 @@ def test_every_datatype_round_trips(http, grpc, repository, transport) -> None:
     if transport == "grpc":
         result = grpc_infer(grpc, "identity_types", feeds)
     else:
-        result = http_infer(http, "identity_types", feeds, transport == "http-binary", outputs=[f"out_{t}" for t in TYPES])
+        result = http_infer(
+            http, "identity_types", feeds, transport == "http-binary", outputs=[f"out_{t}" for t in TYPES]
+        )
     as_text = np.vectorize(lambda b: b.decode(), otypes=[object])
-    expected = reference(repository, "identity_types", {k: as_text(v) if v.dtype == object else v for k, v in feeds.items()})
+    expected = reference(
+        repository, "identity_types", {k: as_text(v) if v.dtype == object else v for k, v in feeds.items()}
+    )
     for name in TYPES:
         got = result.as_numpy(f"out_{name}")
         if name == "BYTES":
-            assert [x.decode() if isinstance(x, bytes) else x for x in got.reshape(-1)] == list(expected[f"out_{name}"].reshape(-1))
+            assert [x.decode() if isinstance(x, bytes) else x for x in got.reshape(-1)] == list(
+                expected[f"out_{name}"].reshape(-1)
+            )
         else:
             np.testing.assert_array_equal(got, expected[f"out_{name}"])
             assert got.dtype == np.dtype(TYPES[name])
@@ -189,5 +200,7 @@ def test_metrics_have_triton_names_and_histogram(server) -> None:
 def test_errors_are_counted_as_failures(http, server) -> None:
     before = server.metric("nv_inference_request_failure", "simple")
     with pytest.raises(InferenceServerException):
-        http_infer(http, "simple", {"INPUT0": np.ones((1, 16), np.float64), "INPUT1": np.ones((1, 16), np.float64)}, True)
+        http_infer(
+            http, "simple", {"INPUT0": np.ones((1, 16), np.float64), "INPUT1": np.ones((1, 16), np.float64)}, True
+        )
     assert server.metric("nv_inference_request_failure", "simple") == before + 1
