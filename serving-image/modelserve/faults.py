@@ -10,6 +10,7 @@ exactly the ratio it asked for.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from dataclasses import dataclass
 
@@ -20,7 +21,8 @@ from modelserve.errors import InferenceFailed
 class FaultInjector:
     failure_ratio: float = 0.0
     latency_ms: float = 0.0
-    _debt: float = 0.0
+    _seen: int = 0
+    _failed: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.failure_ratio <= 1.0:
@@ -46,7 +48,7 @@ class FaultInjector:
     def after_inference(self) -> None:
         if self.failure_ratio <= 0:
             return
-        self._debt += self.failure_ratio
-        if self._debt >= 1.0:
-            self._debt -= 1.0
+        self._seen += 1
+        if math.floor(self._seen * self.failure_ratio + 1e-9) > self._failed:
+            self._failed += 1
             raise InferenceFailed("injected failure (MODELSERVE_FAULT_FAILURE_RATIO is set)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc as grpclib
 import httpx
@@ -13,9 +12,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from modelserve import examples
 from tritonclient.utils import InferenceServerException
 
-from modelserve import examples
 from tests.serving_process import ServingProcess
 
 MAX_BODY = 1 << 20

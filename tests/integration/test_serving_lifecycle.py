@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
-
 from modelserve import examples
 from modelserve.fetch import FetchError, fetch
+from tritonclient.utils import InferenceServerException
+
 from tests.serving_process import ServingProcess
 
 CONTRADICTING_CONFIG = """
@@ -181,7 +181,7 @@ def test_fetch_onnx_and_archive_over_http(tmp_path: Path, file_server: tuple[str
     assert (tmp_path / "b" / "simple" / "config.pbtxt").read_text() == "max_batch_size: 2\n"
     with pytest.raises(FetchError, match="404"):
         fetch(f"{url}/missing.onnx", tmp_path / "c", version=1)
-    with pytest.raises(FetchError, match="version directory|does not exist"):
+    with pytest.raises(FetchError, match=r"version directory|does not exist"):
         fetch(f"{url}/simple.tar.gz", tmp_path / "d" / "simple", version=5)
-    with pytest.raises(FetchError, match="boto3|no objects"):
+    with pytest.raises(FetchError, match=r"boto3|no objects"):
         fetch("s3://bucket/prefix", tmp_path / "e", version=1)

@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from modelserve import examples
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from modelserve import examples
 from tests.serving_process import ServingProcess
 
 TYPES = {

@@ -1,0 +1,156 @@
+"""Pure serving pieces: config parsing and checks, codecs, metrics exposition, faults."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelserve import codecs
+from modelserve import config as cfg
+from modelserve.errors import InferenceFailed, InvalidArgument, ModelLoadError
+from modelserve.faults import FaultInjector
+from modelserve.metrics import ModelStats, exposition
+
+FP32 = codecs.BY_V2["FP32"]
+IO = cfg.ModelIO(
+    inputs=(cfg.TensorSpec("x", FP32, (-1, 4)),),
+    outputs=(cfg.TensorSpec("y", FP32, (-1, 2)),),
+)
+
+
+def complete(text: str, strict: bool = False, overrides: cfg.Overrides | None = None) -> cfg.ModelConfig:
+    parsed = cfg.parse_config_text(text, "config.pbtxt")
+    return cfg.complete_and_check(
+        parsed, IO, name="m", strict=strict, overrides=overrides or cfg.Overrides(), source="config.pbtxt"
+    )
+
+
+def test_autocomplete_from_the_model() -> None:
+    config = complete("")
+    assert config.max_batch_size == cfg.DEFAULT_MAX_BATCH_SIZE
+    assert [(i.name, list(i.dims)) for i in config.input] == [("x", [4])]
+    assert config.HasField("dynamic_batching") and config.instance_group[0].count == 1
+
+
+def test_full_config_parses() -> None:
+    config = complete(
+        """
+        name: "m" platform: "onnxruntime_onnx" max_batch_size: 16
+        input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
+        output [ { name: "y" data_type: TYPE_FP32 dims: [ 2 ] } ]
+        dynamic_batching { preferred_batch_size: [ 4, 8 ] max_queue_delay_microseconds: 100 }
+        instance_group [ { count: 2 kind: KIND_CPU } ]
+        version_policy: { latest: { num_versions: 2 } }
+        optimization { graph { level: 1 } }
+        parameters { key: "intra_op_thread_count" value: { string_value: "2" } }
+        """
+    )
+    assert config.max_batch_size == 16 and list(config.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert cfg.instance_count(config) == 2 and cfg.graph_level_name(config) == "extended"
+    assert cfg.parameter(config, "intra_op_thread_count") == "2"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'input [ { name: "z" data_type: TYPE_FP32 dims: [ 4 ] } ]\nmax_batch_size: 4',
+            "input[0].name: 'z' is not an input",
+        ),
+        (
+            'max_batch_size: 4\ninput [ { name: "x" data_type: TYPE_INT32 dims: [ 4 ] } ]',
+            "input[0].data_type: TYPE_INT32",
+        ),
+        ('max_batch_size: 4\ninput [ { name: "x" data_type: TYPE_FP32 dims: [ 5 ] } ]', "input[0].dims: [5]"),
+        ('max_batch_size: 4\noutput [ { name: "y" data_type: TYPE_FP32 dims: [ 3 ] } ]', "output[0].dims: [3]"),
+        ('name: "other"', "name: 'other' does not match"),
+        ('platform: "tensorflow_savedmodel"', "platform: 'tensorflow_savedmodel' is not supported"),
+        ("max_batch_size: 4\ndynamic_batching { preferred_batch_size: [ 8 ] }", "preferred_batch_size: 8 exceeds"),
+        ("max_batch_size: 4\nbogus_field: 1", 'no field named "bogus_field"'),
+        ("max_batch_size: four", "max_batch_size"),
+    ],
+)
+def test_contradictions_name_the_field(text: str, message: str) -> None:
+    with pytest.raises(ModelLoadError, match="config.pbtxt") as info:
+        complete(text)
+    assert message in str(info.value)
+
+
+def test_strict_config_needs_inputs() -> None:
+    with pytest.raises(ModelLoadError, match="strict"):
+        complete("max_batch_size: 4", strict=True)
+
+
+def test_overrides_win_over_config() -> None:
+    overrides = cfg.Overrides(
+        max_batch_size=32, max_queue_delay_us=700, preferred_batch_sizes=(8, 64), instance_count=3
+    )
+    config = complete("max_batch_size: 4", overrides=overrides)
+    assert config.max_batch_size == 32 and config.dynamic_batching.max_queue_delay_microseconds == 700
+    assert list(config.dynamic_batching.preferred_batch_size) == [8]
+    assert cfg.instance_count(config) == 3
+
+
+def test_config_json_uses_numbers_for_int64() -> None:
+    as_json = cfg.message_to_json(complete(""))
+    assert as_json["input"][0]["dims"] == [4] and as_json["input"][0]["data_type"] == "TYPE_FP32"
+
+
+def test_bytes_tensor_round_trip_and_errors() -> None:
+    array = np.array([b"", b"abc", "\u00e9".encode()], dtype=np.object_)
+    raw = codecs.serialize_bytes_tensor(array)
+    assert list(codecs.deserialize_bytes_tensor("t", raw, 3)) == list(array)
+    with pytest.raises(InvalidArgument, match="overruns"):
+        codecs.deserialize_bytes_tensor("t", raw[:-1], 3)
+    with pytest.raises(InvalidArgument, match="expected 4 BYTES elements"):
+        codecs.deserialize_bytes_tensor("t", raw, 4)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "data", "message"),
+    [
+        ("INT8", [1, 300], "out of range"),
+        ("UINT8", [1, -1], "out of range"),
+        ("INT32", [1, 2.5], "must be integers"),
+        ("BOOL", [1, 0], "true or false"),
+        ("FP32", [1, "x"], "must be numbers"),
+        ("FP32", [1], "needs 2 elements"),
+    ],
+)
+def test_json_tensor_errors(dtype: str, data: list[object], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        codecs.tensor_from_json("t", codecs.BY_V2[dtype], [2], data)
+
+
+def test_json_tensor_accepts_nested_lists() -> None:
+    out = codecs.tensor_from_json("t", FP32, [2, 2], [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(out, np.array([[1, 2], [3, 4]], np.float32))
+
+
+def test_metrics_exposition_parses_and_keeps_triton_names() -> None:
+    stats = ModelStats()
+    stats.request_done(ok=True, duration_ns=3_000_000, rows=2)
+    stats.request_timing(1000, 2000, 3000, 4000)
+    stats.batch_done(2, 2000, 3000, 4000)
+    stats.request_done(ok=False, duration_ns=1_000_000)
+    text = exposition([(("m", "1"), stats)])
+    assert 'nv_inference_request_success{model="m",version="1"} 1\n' in text
+    assert 'nv_inference_count{model="m",version="1"} 2\n' in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    hist = families["modelserve_inference_request_duration_seconds"]
+    count = next(s.value for s in hist.samples if s.name.endswith("_count"))
+    assert count == 2
+
+
+def test_fault_injector_fails_the_exact_ratio() -> None:
+    faults = FaultInjector(failure_ratio=0.1)
+    failures = 0
+    for _ in range(100):
+        try:
+            faults.after_inference()
+        except InferenceFailed:
+            failures += 1
+    assert failures == 10
+    with pytest.raises(ValueError, match="0..1"):
+        FaultInjector(failure_ratio=2)
