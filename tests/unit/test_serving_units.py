@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from modelserve import codecs
 from modelserve import config as cfg
 from modelserve.errors import InferenceFailed, InvalidArgument, ModelLoadError
 from modelserve.faults import FaultInjector
 from modelserve.metrics import ModelStats, exposition
+from prometheus_client.parser import text_string_to_metric_families
 
 FP32 = codecs.BY_V2["FP32"]
 IO = cfg.ModelIO(
@@ -72,7 +71,7 @@ def test_full_config_parses() -> None:
     ],
 )
 def test_contradictions_name_the_field(text: str, message: str) -> None:
-    with pytest.raises(ModelLoadError, match="config.pbtxt") as info:
+    with pytest.raises(ModelLoadError, match=r"config\.pbtxt") as info:
         complete(text)
     assert message in str(info.value)
 
@@ -152,5 +151,5 @@ def test_fault_injector_fails_the_exact_ratio() -> None:
         except InferenceFailed:
             failures += 1
     assert failures == 10
-    with pytest.raises(ValueError, match="0..1"):
+    with pytest.raises(ValueError, match=r"0\.\.1"):
         FaultInjector(failure_ratio=2)
