@@ -63,11 +63,13 @@ integration: install ## integration tests only
 e2e: install ## e2e tests against the cluster in the current kubeconfig
 	$(BIN)/pytest tests/e2e --with-e2e $(PYTEST_ARGS)
 
-demo: install ## render every bundled example
+demo: install ## render the bundled examples, then serve a model built in code and query it
 	@for f in examples/*.yaml; do \
 	  echo "### modeldeploy render -f $$f"; \
 	  $(BIN)/modeldeploy render -f $$f; \
 	done
+	@echo "### modelserve: build a model, serve it, query it over HTTP and gRPC"
+	$(PY) serving-image/demo.py
 
 crds: $(VENV)/.installed ## regenerate crds/ from the pydantic models
 	$(BIN)/modeldeploy crd > crds/modeldeploy.io_modeldeployments.yaml

@@ -12,10 +12,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from modelserve import examples
 from tritonclient.utils import InferenceServerException
 
-from tests.serving_process import ServingProcess
+from modelserve import examples
+from modelserve.launcher import ServingProcess
 
 MAX_BODY = 1 << 20
 

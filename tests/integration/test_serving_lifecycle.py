@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from modelserve import examples
-from modelserve.fetch import FetchError, fetch
 from tritonclient.utils import InferenceServerException
 
-from tests.serving_process import ServingProcess
+from modelserve import examples
+from modelserve.fetch import FetchError, fetch
+from modelserve.launcher import ServingProcess
 
 CONTRADICTING_CONFIG = """
 name: "badcfg"

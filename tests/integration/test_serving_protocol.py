@@ -11,10 +11,10 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from modelserve import examples
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from tests.serving_process import ServingProcess
+from modelserve import examples
+from modelserve.launcher import ServingProcess
 
 TYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from modeldeploy import api
 
 EXAMPLES = sorted(Path(__file__).parents[2].joinpath("examples").glob("*.yaml"))

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from modelserve.batching import DynamicBatcher
 from modelserve.errors import InferenceFailed, Unavailable
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import celpy
 import pytest
-from modeldeploy import api, crd
 from pydantic import BaseModel, ValidationError
+
+from modeldeploy import api, crd
 
 ENV = celpy.Environment()
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from modeldeploy import crd
 
+from modeldeploy import crd
 from tests.k8s_schemas import assert_valid_kubernetes_object
 
 CRD_FILE = Path(__file__).parents[2] / "crds" / "modeldeploy.io_modeldeployments.yaml"

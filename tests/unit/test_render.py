@@ -11,8 +11,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from modeldeploy import api, render
 
+from modeldeploy import api, render
 from tests.k8s_schemas import assert_valid_kubernetes_object
 
 ROOT = Path(__file__).parents[2]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from modelserve import codecs
 from modelserve import config as cfg
 from modelserve.errors import InferenceFailed, InvalidArgument, ModelLoadError
 from modelserve.faults import FaultInjector
 from modelserve.metrics import ModelStats, exposition
-from prometheus_client.parser import text_string_to_metric_families
 
 FP32 = codecs.BY_V2["FP32"]
 IO = cfg.ModelIO(

@@ -1,4 +1,4 @@
-"""Start a real `modelserve` process on free loopback ports and wait until it is ready."""
+"""Run a real `modelserve` as a child process on free loopback ports (tests, demo, benchmarks)."""
 
 from __future__ import annotations
 
