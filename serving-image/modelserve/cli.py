@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-timeout-secs", type=float, default=30.0, help="grace period for in-flight requests")
     p.add_argument("--log-verbose", type=int, default=0, help="verbose logging when > 0")
     p.add_argument("--log-format", choices=["text", "json"], default="text", help="log line format")
+    p.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop", help="asyncio event loop")
     p.add_argument(
         "--http-max-body-bytes", type=int, default=64 * 1024 * 1024, help="largest HTTP body and gRPC message accepted"
     )
@@ -169,10 +170,10 @@ def _run_server(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        import uvloop
+        if args.event_loop == "uvloop":
+            import uvloop
 
-        return uvloop.run(server.serve(options, settings, faults))
-    except ImportError:
+            return uvloop.run(server.serve(options, settings, faults))
         return asyncio.run(server.serve(options, settings, faults))
     except (ModelLoadError, OSError) as exc:
         log.error("%s", exc)

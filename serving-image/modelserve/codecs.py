@@ -125,55 +125,59 @@ def tensor_from_raw(name: str, dtype: DataType, shape: list[int], raw: bytes | m
 # --- JSON tensors ---
 
 
-def _flatten(data: Any) -> list[Any]:
+def _numeric_array(name: str, dtype: DataType, data: Any) -> np.ndarray:
+    """JSON numbers (flat or nested lists) to a flat array, the checking done by numpy in C."""
+    try:
+        array = np.array(data)
+    except (ValueError, TypeError):
+        raise InvalidArgument(f"input '{name}': data is not a regular nested list of numbers") from None
+    array = array.reshape(-1)
+    if dtype.numpy.kind in "iu":
+        if array.dtype.kind == "f" and dtype.numpy == np.uint64:
+            items = _flat_items(name, data)  # above 2**63 numpy guesses float64: use the ints as sent
+            if all(type(x) is int and x >= 0 for x in items):
+                array = np.array(items, dtype=np.uint64)
+        if array.dtype.kind not in "iu":
+            raise InvalidArgument(f"input '{name}': {dtype.v2} elements must be integers")
+        info = np.iinfo(dtype.numpy)
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise InvalidArgument(f"input '{name}': a value is out of range for {dtype.v2}")
+    elif array.dtype.kind not in "iuf":
+        raise InvalidArgument(f"input '{name}': {dtype.v2} elements must be numbers")
+    return array.astype(dtype.numpy, copy=False)
+
+
+def _flat_items(name: str, data: Any) -> list[Any]:
     if not isinstance(data, list):
         return [data]
-    if not data or not isinstance(data[0], list):
-        return data
-    out: list[Any] = []
-    stack = [data]
-    # iterative flatten keeps deep nesting from hitting the recursion limit
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
-        else:
-            out.append(item)
-    return out
+    if data and isinstance(data[0], list):
+        try:
+            return np.array(data, dtype=object).reshape(-1).tolist()
+        except ValueError:
+            raise InvalidArgument(f"input '{name}': data is not a regular nested list") from None
+    return data
 
 
 def tensor_from_json(name: str, dtype: DataType, shape: list[int], data: Any) -> np.ndarray:
-    flat = _flatten(data)
     count = element_count(shape)
-    if len(flat) != count:
-        raise InvalidArgument(f"input '{name}': shape {shape} needs {count} elements, got {len(flat)}")
-    if dtype.v2 == "BYTES":
+    if dtype.v2 in ("BYTES", "BOOL"):
+        flat = _flat_items(name, data)
+        if len(flat) != count:
+            raise InvalidArgument(f"input '{name}': shape {shape} needs {count} elements, got {len(flat)}")
+        if dtype.v2 == "BOOL":
+            if not all(isinstance(x, bool) for x in flat):
+                raise InvalidArgument(f"input '{name}': BOOL elements must be true or false")
+            return np.array(flat, dtype=np.bool_).reshape(shape)
         out = np.empty(count, dtype=np.object_)
         for i, item in enumerate(flat):
             if not isinstance(item, str):
                 raise InvalidArgument(f"input '{name}': BYTES elements must be strings in JSON, got {item!r}")
             out[i] = item.encode()
         return out.reshape(shape)
-    if dtype.v2 == "BOOL":
-        if not all(isinstance(x, bool) for x in flat):
-            raise InvalidArgument(f"input '{name}': BOOL elements must be true or false")
-        return np.array(flat, dtype=np.bool_).reshape(shape)
-    if dtype.numpy.kind in "iu":
-        if not all(type(x) is int for x in flat):
-            raise InvalidArgument(f"input '{name}': {dtype.v2} elements must be integers")
-        wide = np.int64 if dtype.numpy.kind == "i" else np.uint64
-        try:
-            array = np.array(flat, dtype=wide)
-        except OverflowError:
-            raise InvalidArgument(f"input '{name}': a value is out of range for {dtype.v2}") from None
-        info = np.iinfo(dtype.numpy)
-        if array.size and (array.min() < info.min or array.max() > info.max):
-            raise InvalidArgument(f"input '{name}': a value is out of range for {dtype.v2}")
-        return array.astype(dtype.numpy).reshape(shape)
-    if not all(type(x) in (int, float) for x in flat):
-        raise InvalidArgument(f"input '{name}': {dtype.v2} elements must be numbers")
-    array = np.array(flat, dtype=np.float64)
-    return array.astype(dtype.numpy).reshape(shape)
+    array = _numeric_array(name, dtype, data)
+    if array.size != count:
+        raise InvalidArgument(f"input '{name}': shape {shape} needs {count} elements, got {array.size}")
+    return array.reshape(shape)
 
 
 def tensor_to_json(array: np.ndarray) -> list[Any]:
