@@ -82,8 +82,8 @@ format: $(VENV)/.installed ## ruff format and fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install ## run the benchmarks (results go to docs/benchmarks.md by hand)
-	@echo "no benchmarks yet"
+bench: install ## run the serving benchmark (about 6 minutes); paste its report into docs/benchmarks.md
+	$(PY) -m bench.serving.run --rounds 3 --duration 5
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .hypothesis build *.egg-info
