@@ -1,4 +1,4 @@
-"""`modeldeploy` command line: render manifests and print the CRD."""
+"""`modeldeploy` command line: render manifests, print the CRD, run the operator."""
 
 from __future__ import annotations
 
@@ -55,6 +55,12 @@ def _cmd_crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from modeldeploy import runner
+
+    return runner.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modeldeploy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_crd = sub.add_parser("crd", help="print the ModelDeployment CustomResourceDefinition")
     p_crd.set_defaults(func=_cmd_crd)
+
+    p_run = sub.add_parser("run", help="run the operator against the current cluster")
+    from modeldeploy.runner import add_arguments
+
+    add_arguments(p_run)
+    p_run.set_defaults(func=_cmd_run)
     return parser
 
 

@@ -1,0 +1,154 @@
+"""kopf handlers: thin wrappers that call `reconcile` and translate its outcome.
+
+Run with `kopf run -m modeldeploy.handlers` or `modeldeploy run`.
+
+- create / update / resume: reconcile now;
+- every ModelDeployment event keeps an in-memory index of live objects, which a single
+  resync loop walks every `resync_seconds` (with jitter) to repair drift; no per-object
+  daemon, so kopf adds no finalizer and deletion never waits for the operator;
+- a child (Deployment, Service, HPA, PDB) deleted by someone else: reconcile its owner now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+
+import kopf
+
+from modeldeploy import api, reconcile
+from modeldeploy.kube import KubeClient, KubeError
+from modeldeploy.opmetrics import OperatorMetrics
+from modeldeploy.settings import OperatorSettings
+
+log = logging.getLogger("modeldeploy")
+MD = (api.GROUP, api.VERSION, api.PLURAL)
+MANAGED = {"app.kubernetes.io/managed-by": "modeldeploy-operator"}
+CHILD_RESOURCES = [
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("policy", "v1", "poddisruptionbudgets"),
+]
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    memo.settings = memo.get("settings") or OperatorSettings()
+    memo.kube = memo.get("kube") or KubeClient.from_environment(memo.settings.field_manager)
+    if memo.get("metrics") is None:
+        memo.metrics = OperatorMetrics()
+        if memo.settings.metrics_port:
+            memo.metrics.serve(memo.settings.metrics_port)
+    memo.known = {}
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modeldeploy.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="modeldeploy.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.execution.max_workers = memo.settings.max_workers
+    memo.resync_task = asyncio.create_task(_resync_loop(memo))
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("resync_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@kopf.on.create(*MD)
+@kopf.on.update(*MD)
+@kopf.on.resume(*MD)
+def reconcile_handler(body: kopf.Body, memo: kopf.Memo, retry: int, reason: str, **_: Any) -> None:
+    outcome = run_reconcile(dict(body), memo, retry=retry)
+    kopf.info(
+        body, reason="Applied", message=f"{reason}: applied {', '.join(f'{r.kind}/{r.name}' for r in outcome.applied)}"
+    )
+
+
+@kopf.on.event(*MD)
+def track(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    key = (body.metadata.namespace, body.metadata.name)
+    if type == "DELETED" or body.metadata.get("deletionTimestamp"):
+        memo.known.pop(key, None)
+    else:
+        memo.known[key] = dict(body)
+
+
+def _owner_key(body: kopf.Body) -> tuple[str, str] | None:
+    for ref in body.metadata.get("ownerReferences", []):
+        if ref.get("kind") == api.KIND and ref.get("apiVersion", "").startswith(api.GROUP):
+            return (body.metadata.namespace, ref["name"])
+    return None
+
+
+def child_deleted(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if type != "DELETED":
+        return
+    key = _owner_key(body)
+    owner = memo.known.get(key) if key else None
+    if owner is None:
+        return  # the owner is gone too: garbage collection, not drift
+    with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
+        run_reconcile(owner, memo)
+        kopf.info(
+            owner,
+            reason="Restored",
+            message=f"{body.get('kind', 'object')}/{body.metadata.name} was deleted; re-created",
+        )
+
+
+for _group, _version, _plural in CHILD_RESOURCES:
+    kopf.on.event(_group, _version, _plural, labels=MANAGED)(child_deleted)
+
+
+def run_reconcile(body: dict[str, Any], memo: kopf.Memo, retry: int = 0) -> reconcile.Outcome:
+    """Reconcile one body; map errors to kopf's, record metrics and events."""
+    with memo.metrics.reconcile() as result:
+        try:
+            outcome = reconcile.reconcile(body, memo.kube, memo.settings)
+        except api.SpecError as exc:
+            result["outcome"] = "invalid_spec"
+            with contextlib.suppress(KubeError):
+                reconcile.record_invalid_spec(memo.kube, body, exc)
+            kopf.warn(body, reason="InvalidSpec", message="; ".join(exc.problems))
+            raise kopf.PermanentError(f"invalid spec: {exc.problems[0]}") from None
+        except KubeError as exc:
+            if exc.transient:
+                result["outcome"] = "transient_error"
+                raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=_backoff(retry)) from None
+            kopf.warn(body, reason="ApplyFailed", message=str(exc))
+            raise kopf.PermanentError(f"Kubernetes API refused: {exc}") from None
+    if outcome.pruned:
+        kopf.info(body, reason="Pruned", message=f"deleted {', '.join(f'{r.kind}/{r.name}' for r in outcome.pruned)}")
+    if outcome.scaled:
+        kopf.info(body, reason="Scaled", message=f"ready replicas {outcome.scaled[0]} -> {outcome.scaled[1]}")
+    return outcome
+
+
+def _backoff(retry: int) -> float:
+    return min(60.0, 2.0 ** min(retry, 6)) * random.uniform(0.8, 1.2)
+
+
+async def _resync_loop(memo: kopf.Memo) -> None:
+    """Re-apply every known ModelDeployment each period, spread over it, to undo drift."""
+    while True:
+        period = memo.settings.resync_seconds
+        await asyncio.sleep(period * random.uniform(0.9, 1.1))
+        bodies = list(memo.known.values())
+        random.shuffle(bodies)
+        spacing = period / max(1, len(bodies)) / 2
+        for body in bodies:
+            try:
+                await asyncio.to_thread(run_reconcile, body, memo)
+            except (kopf.PermanentError, kopf.TemporaryError) as exc:
+                log.info("resync of %s: %s", body["metadata"].get("name"), exc)
+            except Exception:
+                log.exception("resync of %s failed", body["metadata"].get("name"))
+            await asyncio.sleep(spacing)

@@ -1,0 +1,155 @@
+"""A thin Kubernetes client over the `kubernetes` package: apply, get, delete, status, events.
+
+Objects travel as plain dicts (no generated model classes: cheaper, and they are what the
+renderer produces). Apply is server-side apply with a fixed field manager; an object
+that does not exist yet is created (a real API server creates it on apply; an emulator
+without apply support answers 404, and the create follows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from modeldeploy import api
+
+TRANSIENT_STATUSES = {409, 429, 500, 502, 503, 504}
+
+# kind -> (group/version, plural); the kinds the operator reads or writes.
+RESOURCES: dict[str, tuple[str, str]] = {
+    "Deployment": ("apps/v1", "deployments"),
+    "Service": ("v1", "services"),
+    "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
+    "HTTPRoute": ("gateway.networking.k8s.io/v1", "httproutes"),
+    "GRPCRoute": ("gateway.networking.k8s.io/v1", "grpcroutes"),
+    "ModelDeployment": (api.API_VERSION, api.PLURAL),
+}
+
+
+class KubeError(Exception):
+    """An API call failed; `transient` says whether retrying may help."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.transient = status in TRANSIENT_STATUSES or status == 0
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    kind: str
+    namespace: str
+    name: str
+
+    @property
+    def path(self) -> str:
+        group_version, plural = RESOURCES[self.kind]
+        prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        return f"{prefix}/namespaces/{self.namespace}/{plural}/{self.name}"
+
+    @property
+    def collection(self) -> str:
+        return self.path.rsplit("/", 1)[0]
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> ObjectRef:
+        meta = obj["metadata"]
+        return cls(obj["kind"], meta["namespace"], meta["name"])
+
+
+class KubeClient:
+    def __init__(self, api_client: client.ApiClient, field_manager: str = "modeldeploy") -> None:
+        self.api_client = api_client
+        self.field_manager = field_manager
+
+    @classmethod
+    def from_environment(cls, field_manager: str = "modeldeploy") -> KubeClient:
+        """In-cluster config when running in a pod, else the kubeconfig ($KUBECONFIG read now)."""
+        configuration = client.Configuration()
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
+        return cls(client.ApiClient(configuration), field_manager)
+
+    @classmethod
+    def for_server(cls, server: str, field_manager: str = "modeldeploy") -> KubeClient:
+        configuration = client.Configuration()
+        configuration.host = server
+        configuration.verify_ssl = False
+        return cls(client.ApiClient(configuration), field_manager)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, Any]] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any] | None:
+        request = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api_client.call_api(*request, _request_timeout=30)
+            data = response.read()
+        except ApiException as exc:  # connection-level failures come wrapped
+            raise KubeError(exc.status or 0, _reason(exc.body, str(exc.reason))) from None
+        except OSError as exc:
+            raise KubeError(0, str(exc)) from None
+        if response.status >= 400:
+            raise KubeError(response.status, _reason(data, str(response.reason)))
+        return json.loads(data) if data else None
+
+    def get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", ref.path)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply (forced: the operator owns these fields); create when missing."""
+        ref = ObjectRef.of(obj)
+        query = [("fieldManager", self.field_manager), ("force", "true")]
+        try:
+            result = self._call("PATCH", ref.path, obj, query, "application/apply-patch+yaml")
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+            result = self._call("POST", ref.collection, obj, [("fieldManager", self.field_manager)])
+        return result or obj
+
+    def delete(self, ref: ObjectRef) -> bool:
+        """Delete with background propagation; False when it was already gone."""
+        try:
+            self._call("DELETE", ref.path, {"propagationPolicy": "Background"})
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the ModelDeployment's status subresource (never its spec)."""
+        ref = ObjectRef("ModelDeployment", namespace, name)
+        self._call("PATCH", f"{ref.path}/status", {"status": status}, content_type="application/merge-patch+json")
+
+
+def _reason(body: Any, fallback: str) -> str:
+    try:
+        return str(json.loads(body).get("message") or fallback)
+    except (TypeError, ValueError, AttributeError):
+        return fallback

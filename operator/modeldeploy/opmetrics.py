@@ -1,0 +1,50 @@
+"""The operator's own Prometheus metrics: reconcile count, errors and duration by outcome."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+OUTCOMES = ("success", "invalid_spec", "transient_error", "error")
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.reconciles = Counter(
+            "modeldeploy_reconcile", "Reconciles of ModelDeployments by outcome", ["outcome"], registry=self.registry
+        )
+        self.errors = Counter(
+            "modeldeploy_reconcile_errors", "Failed reconciles by kind of error", ["kind"], registry=self.registry
+        )
+        self.duration = Histogram(
+            "modeldeploy_reconcile_duration_seconds",
+            "Time to reconcile one ModelDeployment",
+            ["outcome"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+
+    @contextmanager
+    def reconcile(self) -> Iterator[dict[str, str]]:
+        """Time one reconcile; the body sets result['outcome'] (default success, error on raise)."""
+        result = {"outcome": "success"}
+        started = time.perf_counter()
+        try:
+            yield result
+        except Exception:
+            if result["outcome"] == "success":
+                result["outcome"] = "error"
+            raise
+        finally:
+            outcome = result["outcome"]
+            self.reconciles.labels(outcome).inc()
+            if outcome != "success":
+                self.errors.labels(outcome).inc()
+            self.duration.labels(outcome).observe(time.perf_counter() - started)
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, registry=self.registry)

@@ -1,0 +1,147 @@
+"""ModelDeployment status: conditions and fields computed from what the cluster reports.
+
+Pure functions: they take the previous status and the observed children and return the
+new status dict (wire format, camelCase). `lastTransitionTime` moves only when a
+condition's status changes.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: str,
+) -> list[dict[str, Any]]:
+    """Return conditions with `type_` set; the transition time is kept when status is unchanged."""
+    value = "True" if status else "False"
+    previous = next((c for c in conditions if c.get("type") == type_), None)
+    changed = previous is None or previous.get("status") != value
+    condition: dict[str, Any] = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now
+        if changed or not previous.get("lastTransitionTime")
+        else previous["lastTransitionTime"],
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    return [c for c in conditions if c.get("type") != type_] + [condition]
+
+
+def condition(status: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    return next((c for c in (status or {}).get("conditions", []) if c.get("type") == type_), None)
+
+
+@dataclass(frozen=True)
+class WorkloadState:
+    desired: int
+    replicas: int
+    ready: int
+    updated: int
+    available: int
+    observed: bool  # the Deployment controller has seen the latest Deployment spec
+
+    @property
+    def is_ready(self) -> bool:
+        return self.observed and self.updated >= self.desired and self.available >= self.desired
+
+    @property
+    def summary(self) -> str:
+        return f"{self.ready}/{self.desired} serving pods ready, {self.updated} updated"
+
+
+def workload_state(deployment: dict[str, Any] | None) -> WorkloadState:
+    if not deployment:
+        return WorkloadState(1, 0, 0, 0, 0, False)
+    spec = deployment.get("spec", {})
+    st = deployment.get("status", {}) or {}
+    generation = deployment.get("metadata", {}).get("generation")
+    observed_generation = st.get("observedGeneration")
+    observed = generation is None or (observed_generation is not None and observed_generation >= generation)
+    return WorkloadState(
+        desired=int(spec.get("replicas", 1)),
+        replicas=int(st.get("replicas", 0)),
+        ready=int(st.get("readyReplicas", 0)),
+        updated=int(st.get("updatedReplicas", 0)),
+        available=int(st.get("availableReplicas", 0)),
+        observed=observed,
+    )
+
+
+def reconciled_status(
+    previous: dict[str, Any] | None,
+    *,
+    generation: int | None,
+    revision: str,
+    workload: WorkloadState,
+    url: str,
+    grpc_url: str,
+    now: str,
+) -> dict[str, Any]:
+    """Status after a successful apply of every child."""
+    previous = previous or {}
+    conditions = list(previous.get("conditions", []))
+    ready = workload.is_ready
+    conditions = set_condition(
+        conditions,
+        READY,
+        ready,
+        "Available" if ready else "PodsNotReady",
+        workload.summary,
+        generation,
+        now,
+    )
+    conditions = set_condition(
+        conditions,
+        PROGRESSING,
+        not ready,
+        "RolloutComplete" if ready else "RollingOut",
+        f"revision {revision}: {workload.summary}",
+        generation,
+        now,
+    )
+    conditions = set_condition(conditions, DEGRADED, False, "AsExpected", "", generation, now)
+    return {
+        "observedGeneration": generation,
+        "phase": "Succeeded" if ready else "Progressing",
+        "conditions": conditions,
+        "replicas": workload.replicas,
+        "readyReplicas": workload.ready,
+        "url": url,
+        "grpcUrl": grpc_url,
+        "revision": revision,
+    }
+
+
+def failed_status(
+    previous: dict[str, Any] | None,
+    *,
+    generation: int | None,
+    reason: str,
+    message: str,
+    now: str,
+) -> dict[str, Any]:
+    """Status when the spec is invalid or applying it failed for good: nothing else changes."""
+    previous = previous or {}
+    conditions = list(previous.get("conditions", []))
+    conditions = set_condition(conditions, READY, False, reason, message, generation, now)
+    conditions = set_condition(conditions, PROGRESSING, False, reason, message, generation, now)
+    conditions = set_condition(conditions, DEGRADED, True, reason, message, generation, now)
+    return {"observedGeneration": generation, "phase": "Failed", "conditions": conditions}
