@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modeldeploy.render import DEFAULT_SERVING_IMAGE, RenderSettings
 
@@ -17,7 +17,9 @@ class OperatorSettings(BaseSettings):
 
     serving_image: str = Field(default=DEFAULT_SERVING_IMAGE, description="Image when spec.runtime.image is unset.")
     prometheus_url: str = Field(default="http://prometheus-server.monitoring:9090", description="Prometheus base URL.")
-    namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty watches all.")
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Namespaces to watch, comma-separated; empty watches all."
+    )
     log_format: Literal["text", "json"] = Field(default="text", description="Operator log format.")
     peering: str | None = Field(
         default=None, description="kopf peering object for running several replicas; unset runs standalone."

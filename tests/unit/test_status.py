@@ -1,0 +1,65 @@
+"""Pure status logic: conditions, transition times, readiness from the Deployment."""
+
+from __future__ import annotations
+
+from modeldeploy import status
+from modeldeploy.settings import OperatorSettings
+
+
+def deployment(desired: int = 2, ready: int = 2, updated: int = 2, available: int = 2, generation: int = 3, observed: int = 3) -> dict:
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": desired},
+        "status": {"replicas": desired, "readyReplicas": ready, "updatedReplicas": updated,
+                   "availableReplicas": available, "observedGeneration": observed},
+    }  # fmt: skip
+
+
+def test_ready_needs_updated_available_and_observed() -> None:
+    assert status.workload_state(deployment()).is_ready
+    assert not status.workload_state(deployment(available=1)).is_ready
+    assert not status.workload_state(deployment(updated=1)).is_ready
+    assert not status.workload_state(deployment(observed=2)).is_ready
+    assert status.workload_state(deployment(desired=0, ready=0, updated=0, available=0)).is_ready
+    assert not status.workload_state(None).is_ready
+    assert not status.workload_state({"spec": {}}).is_ready
+
+
+def test_transition_time_moves_only_on_status_change() -> None:
+    first = status.set_condition([], "Ready", False, "PodsNotReady", "0/1", 1, "t1")
+    same = status.set_condition(first, "Ready", False, "PodsNotReady", "still 0/1", 2, "t2")
+    assert same[0]["lastTransitionTime"] == "t1" and same[0]["observedGeneration"] == 2
+    flipped = status.set_condition(same, "Ready", True, "Available", "1/1", 2, "t3")
+    assert flipped[0]["lastTransitionTime"] == "t3" and flipped[0]["status"] == "True"
+    assert len(flipped) == 1
+
+
+def test_reconciled_status_fields() -> None:
+    st = status.reconciled_status(
+        None, generation=4, revision="abc", workload=status.workload_state(deployment()), url="u", grpc_url="g", now="t"
+    )
+    by_type = {c["type"]: c for c in st["conditions"]}
+    assert by_type["Ready"]["status"] == "True" and by_type["Progressing"]["status"] == "False"
+    assert by_type["Degraded"]["status"] == "False"
+    assert st["phase"] == "Succeeded" and st["observedGeneration"] == 4 and st["readyReplicas"] == 2
+    rolling = status.reconciled_status(
+        st, generation=5, revision="def", workload=status.workload_state(deployment(updated=1)), url="u", grpc_url="g", now="t2"
+    )
+    by_type = {c["type"]: c for c in rolling["conditions"]}
+    assert by_type["Progressing"]["status"] == "True" and by_type["Progressing"]["lastTransitionTime"] == "t2"
+    assert rolling["phase"] == "Progressing"
+
+
+def test_failed_status_marks_degraded_with_reason() -> None:
+    st = status.failed_status(None, generation=2, reason="InvalidSpec", message="spec.x: bad", now="t")
+    by_type = {c["type"]: c for c in st["conditions"]}
+    assert by_type["Degraded"]["status"] == "True" and by_type["Ready"]["reason"] == "InvalidSpec"
+    assert by_type["Ready"]["message"] == "spec.x: bad" and st["phase"] == "Failed"
+
+
+def test_settings_from_environment(monkeypatch) -> None:
+    monkeypatch.setenv("MODELDEPLOY_NAMESPACES", "ml, serving")
+    monkeypatch.setenv("MODELDEPLOY_SERVING_IMAGE", "registry.local/ms:2")
+    settings = OperatorSettings()
+    assert settings.namespaces == ["ml", "serving"]
+    assert settings.render.serving_image == "registry.local/ms:2"
