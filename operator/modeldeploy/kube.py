@@ -120,17 +120,30 @@ class KubeClient:
                 return None
             raise
 
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply (forced: the operator owns these fields); create when missing."""
+    def apply(self, obj: dict[str, Any], *, probably_new: bool = False) -> dict[str, Any]:
+        """Server-side apply (forced: the operator owns these fields); create when missing.
+
+        `probably_new` (a ModelDeployment just created) tries a create first, which saves
+        a round trip against servers without apply; an existing object falls back to apply.
+        """
         ref = ObjectRef.of(obj)
+        if probably_new:
+            try:
+                return self._create(ref, obj)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
         query = [("fieldManager", self.field_manager), ("force", "true")]
         try:
             result = self._call("PATCH", ref.path, obj, query, "application/apply-patch+yaml")
         except KubeError as exc:
             if exc.status != 404:
                 raise
-            result = self._call("POST", ref.collection, obj, [("fieldManager", self.field_manager)])
+            return self._create(ref, obj)
         return result or obj
+
+    def _create(self, ref: ObjectRef, obj: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", ref.collection, obj, [("fieldManager", self.field_manager)]) or obj
 
     def delete(self, ref: ObjectRef) -> bool:
         """Delete with background propagation; False when it was already gone."""

@@ -1,9 +1,10 @@
-"""One reconcile of one ModelDeployment: render, apply, prune, report.
+"""One reconcile of one ModelDeployment: render, apply, prune, compute the status.
 
 Called by the kopf handlers (create, update, resume, periodic resync, a child deleted).
-Raises `api.SpecError` for an invalid spec (after recording it in status) and
-`kube.KubeError` for API failures; the handlers turn those into kopf's permanent and
-temporary errors.
+The new status is returned, not written: the handlers hand it to kopf's own patch (one
+write after the handler, to the status subresource), the resync loop writes it itself.
+Raises `api.SpecError` for an invalid spec and `kube.KubeError` for API failures; the
+handlers turn those into kopf's permanent and temporary errors.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Outcome:
     applied: list[ObjectRef] = field(default_factory=list)
     pruned: list[ObjectRef] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
+    status_changed: bool = False
     scaled: tuple[int, int] | None = None  # (before, after) ready replicas, when they changed
 
 
@@ -87,23 +89,24 @@ def record_invalid_spec(kube: KubeClient, body: dict[str, Any], error: api.SpecE
     return new_status
 
 
-def reconcile(body: dict[str, Any], kube: KubeClient, settings: OperatorSettings) -> Outcome:
+def reconcile(body: dict[str, Any], kube: KubeClient, settings: OperatorSettings, *, created: bool = False) -> Outcome:
+    """`created`: the ModelDeployment is new, so its children are created and nothing is pruned."""
     md = parse_body(body)
     with _locks[md.metadata.uid or f"{md.metadata.namespace}/{md.metadata.name}"]:
-        return _reconcile_locked(body, md, kube, settings)
+        return _reconcile_locked(body, md, kube, settings, created)
 
 
 def _reconcile_locked(
-    body: dict[str, Any], md: api.ModelDeployment, kube: KubeClient, settings: OperatorSettings
+    body: dict[str, Any], md: api.ModelDeployment, kube: KubeClient, settings: OperatorSettings, created: bool
 ) -> Outcome:
     outcome = Outcome()
     results: dict[ObjectRef, dict[str, Any]] = {}
     for obj in desired_objects(body, md, settings):
         ref = ObjectRef.of(obj)
-        results[ref] = kube.apply(obj)
+        results[ref] = kube.apply(obj, probably_new=created)
         outcome.applied.append(ref)
     for ref in managed_refs(md):
-        if ref in results:
+        if created or ref in results:
             continue
         existing = kube.get(ref)
         if existing is not None and _owned_by(existing, md.metadata.uid) and kube.delete(ref):
@@ -123,10 +126,5 @@ def _reconcile_locked(
     )
     if previous.get("readyReplicas") is not None and previous.get("readyReplicas") != workload.ready:
         outcome.scaled = (int(previous["readyReplicas"]), workload.ready)
-    if _status_changed(previous, outcome.status):
-        kube.patch_status(md.metadata.namespace, md.metadata.name, outcome.status)
+    outcome.status_changed = any(previous.get(key) != value for key, value in outcome.status.items())
     return outcome
-
-
-def _status_changed(previous: dict[str, Any], new: dict[str, Any]) -> bool:
-    return any(previous.get(key) != value for key, value in new.items())

@@ -105,19 +105,28 @@ async def test_spec_change_patches_children_and_observed_generation(kmock: kmock
         assert cond(status, "Progressing")["observedGeneration"] == 2
 
 
-async def test_deleted_child_is_restored(kmock: kmock.KubernetesEmulator) -> None:
-    async with running_operator(kmock, resync_seconds=60):
+async def test_deleted_deployment_is_restored_at_once(kmock: kmock.KubernetesEmulator) -> None:
+    async with running_operator(kmock, resync_seconds=600):
         await create(kmock, model_deployment("resnet"))
-        await eventually(lambda: obj(kmock, SVC, "ml", "resnet"))
+        await eventually(lambda: obj(kmock, DEPLOY, "ml", "resnet"))
         await eventually(lambda: md_status(kmock, "resnet").get("observedGeneration") == 1)
-        response = await kmock.delete("/api/v1/namespaces/ml/services/resnet")
+        response = await kmock.delete("/apis/apps/v1/namespaces/ml/deployments/resnet")
         assert response.status == 200
-        assert obj(kmock, SVC, "ml", "resnet") is None
-        restored = await eventually(lambda: obj(kmock, SVC, "ml", "resnet"), what="Service restored")
+        assert obj(kmock, DEPLOY, "ml", "resnet") is None
+        restored = await eventually(lambda: obj(kmock, DEPLOY, "ml", "resnet"), what="Deployment restored")
         assert restored["metadata"]["ownerReferences"][0]["uid"] == "uid-ml-resnet"
         await eventually(
             lambda: any(e["reason"] == "Restored" for e in events_for(kmock, "resnet")), what="Restored event"
         )
+
+
+async def test_deleted_service_is_restored_by_resync(kmock: kmock.KubernetesEmulator) -> None:
+    async with running_operator(kmock, resync_seconds=1):
+        await create(kmock, model_deployment("bert"))
+        await eventually(lambda: obj(kmock, SVC, "ml", "bert"))
+        response = await kmock.delete("/api/v1/namespaces/ml/services/bert")
+        assert response.status == 200
+        await eventually(lambda: obj(kmock, SVC, "ml", "bert"), what="Service restored")
 
 
 async def test_edited_child_is_put_back_by_resync(kmock: kmock.KubernetesEmulator) -> None:

@@ -6,7 +6,9 @@ from modeldeploy import status
 from modeldeploy.settings import OperatorSettings
 
 
-def deployment(desired: int = 2, ready: int = 2, updated: int = 2, available: int = 2, generation: int = 3, observed: int = 3) -> dict:
+def deployment(
+    desired: int = 2, ready: int = 2, updated: int = 2, available: int = 2, generation: int = 3, observed: int = 3
+) -> dict:
     return {
         "metadata": {"generation": generation},
         "spec": {"replicas": desired},
@@ -43,7 +45,13 @@ def test_reconciled_status_fields() -> None:
     assert by_type["Degraded"]["status"] == "False"
     assert st["phase"] == "Succeeded" and st["observedGeneration"] == 4 and st["readyReplicas"] == 2
     rolling = status.reconciled_status(
-        st, generation=5, revision="def", workload=status.workload_state(deployment(updated=1)), url="u", grpc_url="g", now="t2"
+        st,
+        generation=5,
+        revision="def",
+        workload=status.workload_state(deployment(updated=1)),
+        url="u",
+        grpc_url="g",
+        now="t2",
     )
     by_type = {c["type"]: c for c in rolling["conditions"]}
     assert by_type["Progressing"]["status"] == "True" and by_type["Progressing"]["lastTransitionTime"] == "t2"
