@@ -65,7 +65,7 @@ def parse_storage_uri(uri: str) -> StorageSource:
         return StorageSource(scheme=scheme, uri=uri)
     claim, _, sub_path = rest.partition("/")
     if not claim:
-        raise ValueError(f"spec.model.storageUri: {uri!r} names no PersistentVolumeClaim (pvc://<claim>/<path>)")
+        raise api.SpecError([f"spec.model.storageUri: {uri!r} names no PersistentVolumeClaim (pvc://<claim>/<path>)"])
     return StorageSource(scheme=scheme, uri=uri, claim=claim, sub_path=sub_path.strip("/"))
 
 

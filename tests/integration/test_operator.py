@@ -175,6 +175,14 @@ async def test_invalid_spec_is_reported_and_others_are_unaffected(kmock: kmock.K
         assert len(broken_status_writes) <= 1, "an invalid spec must not cause a retry storm"
 
 
+async def test_semantic_spec_error_is_invalid_spec(kmock: kmock.KubernetesEmulator) -> None:
+    async with running_operator(kmock):
+        await create(kmock, model_deployment("noclaim", model={"name": "m", "storageUri": "pvc:///models"}))
+        status = await eventually(lambda: md_status(kmock, "noclaim").get("conditions") and md_status(kmock, "noclaim"))
+        assert cond(status, "Ready")["reason"] == "InvalidSpec"
+        assert "spec.model.storageUri" in cond(status, "Ready")["message"]
+
+
 @pytest.mark.parametrize("status_code", [409, 500])
 async def test_transient_api_errors_are_retried_until_converged(
     kmock: kmock.KubernetesEmulator, status_code: int
