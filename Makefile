@@ -40,9 +40,10 @@ $(BIN)/kubectl $(BIN)/helm: | $(BIN)/activate
 tools: $(BIN)/kubectl $(BIN)/helm ## extract real kubectl and helm into the venv
 
 # Debian packages the tests drive for real; installed only when missing.
-system-deps: ## install unzip (and later prometheus, lua5.1) with apt when missing
+system-deps: ## install unzip and lua5.1 (Argo CD health check tests) with apt when missing
 	@missing=""; \
 	command -v unzip >/dev/null || missing="$$missing unzip"; \
+	command -v lua5.1 >/dev/null || missing="$$missing lua5.1"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
@@ -71,8 +72,9 @@ demo: install ## render the bundled examples, then serve a model built in code a
 	@echo "### modelserve: build a model, serve it, query it over HTTP and gRPC"
 	$(PY) serving-image/demo.py
 
-crds: $(VENV)/.installed ## regenerate crds/ from the pydantic models
+crds: $(VENV)/.installed ## regenerate crds/ (and the chart's copy) from the pydantic models
 	$(BIN)/modeldeploy crd > crds/modeldeploy.io_modeldeployments.yaml
+	cp crds/modeldeploy.io_modeldeployments.yaml charts/modeldeploy/files/crd.yaml
 
 lint: $(VENV)/.installed ## ruff
 	$(BIN)/ruff check .

@@ -49,6 +49,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     settings.posting.level = logging.INFO
     settings.execution.max_workers = memo.settings.max_workers
+    if memo.settings.namespaces:
+        # Namespaced installs get Roles only: no cluster-wide discovery of CRDs and namespaces.
+        settings.scanning.disabled = True
     memo.resync_task = asyncio.create_task(_resync_loop(memo))
 
 
