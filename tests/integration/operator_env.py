@@ -43,7 +43,9 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(emulator: kmock.KubernetesEmulator, **settings: Any) -> AsyncIterator[kopf.Memo]:
+async def running_operator(
+    emulator: kmock.KubernetesEmulator, *, scanning: bool = False, **settings: Any
+) -> AsyncIterator[kopf.Memo]:
     declare_resources(emulator)
     _server["url"] = str(emulator.url).rstrip("/")
     op_settings = OperatorSettings(**{"metrics_port": 0, "liveness_endpoint": None, "resync_seconds": 2.0, **settings})
@@ -53,7 +55,7 @@ async def running_operator(emulator: kmock.KubernetesEmulator, **settings: Any) 
         metrics=OperatorMetrics(),
     )
     kopf_settings = kopf.OperatorSettings()
-    kopf_settings.scanning.disabled = True
+    kopf_settings.scanning.disabled = not scanning
     kopf_settings.watching.reconnect_backoff = 0.2
     kopf_settings.batching.idle_timeout = 0.5  # let per-object workers exit fast when the test ends
     kopf_settings.batching.exit_timeout = 0.5

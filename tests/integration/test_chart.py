@@ -19,7 +19,12 @@ HELM = str(Path(sys.executable).parent / "helm")
 VALUE_SETS: dict[str, list[str]] = {
     "default": [],
     "namespaced": ["--set", "watch.namespaces={ml,serving}"],
-    "servicemonitor": ["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.serviceMonitor.labels.release=prom"],
+    "servicemonitor": [
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=prom",
+    ],
     "crds-off": ["--set", "crds.enabled=false"],
     "peering": ["--set", "replicaCount=2", "--set", "operator.peering=modeldeploy"],
 }
@@ -51,7 +56,9 @@ def test_lint_and_template_validate(values: list[str]) -> None:
 
 def test_default_is_cluster_wide_with_the_crd_kept() -> None:
     objects = render()
-    assert {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Service"} <= set(kinds(objects))
+    assert {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Service"} <= set(
+        kinds(objects)
+    )
     assert "ServiceMonitor" not in kinds(objects) and "Role" not in kinds(objects)
     crd = next(o for o in objects if o["kind"] == "CustomResourceDefinition")
     assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
