@@ -26,7 +26,11 @@ def reference_rows() -> list[str]:
             kind = prop.get("type", "object")
             if "enum" in prop:
                 kind += " (" + " \\| ".join(map(str, prop["enum"])) + ")"
-            shown = json.dumps(default) if not isinstance(default, dict) or len(json.dumps(default)) < 40 else "see values.yaml"
+            shown = (
+                json.dumps(default)
+                if not isinstance(default, dict) or len(json.dumps(default)) < 40
+                else "see values.yaml"
+            )
             rows.append(f"| `{prefix}{key}` | {kind} | `{shown}` | {prop['description']} |")
 
     walk(schema["properties"], values, "")
