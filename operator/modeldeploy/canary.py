@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 Phase = Literal["Progressing", "Paused", "Promoting", "Succeeded", "RolledBack", "Failed"]
@@ -36,14 +36,14 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
 }
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     PASS = "Pass"
     FAIL = "Fail"
     INCONCLUSIVE = "Inconclusive"
     ERROR = "Error"
 
 
-class Command(str, Enum):
+class Command(StrEnum):
     """Manual control through the `modeldeploy.io/rollout` annotation."""
 
     PROMOTE = "promote"

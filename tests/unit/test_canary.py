@@ -39,7 +39,7 @@ def test_apportion_properties(total: int, weight: int, min_stable: int) -> None:
 
 
 def test_apportion_rejects_bad_weights() -> None:
-    with pytest.raises(ValueError, match="0..100"):
+    with pytest.raises(ValueError, match=r"0\.\.100"):
         canary.apportion(4, 101)
 
 
