@@ -15,6 +15,7 @@ from typing import Final, Protocol
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.util.retry import Retry
 
 
 class _NoValues:
@@ -49,7 +50,9 @@ class PrometheusProvider:
     def __init__(self, url: str, timeout: float = 10.0) -> None:
         self.url = url
         self.timeout = timeout
-        self._client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout)
+        # One quick retry: an outage must surface as an error within the analysis interval.
+        retry = Retry(total=1, backoff_factor=0.2, status_forcelist=(502, 503, 504), allowed_methods=("GET", "POST"))
+        self._client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout, retry=retry)
 
     def is_online(self) -> bool:
         try:
