@@ -12,12 +12,15 @@ import json
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import jinja2
 import yaml
 
 from modeldeploy import api
+
+if TYPE_CHECKING:
+    from modeldeploy.rollout import RolloutPlan
 
 Track = Literal["stable", "canary"]
 
@@ -32,6 +35,7 @@ LABEL_DEPLOYMENT = "modeldeploy.io/deployment"
 LABEL_MODEL = "modeldeploy.io/model"
 LABEL_TRACK = "modeldeploy.io/track"
 LABEL_REVISION = "modeldeploy.io/revision"
+SPEC_ANNOTATION = "modeldeploy.io/spec"  # the full spec a Deployment runs (the stable's, during a canary)
 
 
 # libyaml's loader when present (10x faster; the operator renders on every reconcile).
@@ -226,7 +230,10 @@ def build_deployment_context(
         "name": workload_name(md, track),
         "namespace": md.metadata.namespace,
         "labels": labels,
-        "annotations": {LABEL_REVISION: revision},
+        "annotations": {
+            LABEL_REVISION: revision,
+            SPEC_ANNOTATION: json.dumps(spec.to_wire(), sort_keys=True, separators=(",", ":")),
+        },
         "replicas": replicas,
         "deployment_strategy": (
             {"type": "Recreate"}
@@ -264,13 +271,40 @@ def build_deployment_context(
     }
 
 
-def build_service_context(md: api.ModelDeployment) -> dict[str, Any]:
+def build_service_context(md: api.ModelDeployment, track: Track | None = None) -> dict[str, Any]:
+    """The Service of every track (`track=None`), or of one track (Gateway API backends)."""
+    selector = {LABEL_DEPLOYMENT: md.metadata.name}
+    if track is not None:
+        selector[LABEL_TRACK] = track
     return {
-        "name": md.metadata.name,
+        "name": md.metadata.name if track is None else f"{md.metadata.name}-{track}",
+        "namespace": md.metadata.namespace,
+        "labels": common_labels(md) if track is None else {**common_labels(md), LABEL_TRACK: track},
+        "selector": selector,
+        "ports": _ports(),
+    }
+
+
+def build_route_context(md: api.ModelDeployment, gateway: api.GatewayRef, canary_weight: int) -> dict[str, Any]:
+    """An HTTPRoute or GRPCRoute splitting traffic between the stable and canary Services."""
+    port = GRPC_PORT if gateway.route_kind == "GRPCRoute" else HTTP_PORT
+    parent: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway.name}
+    if gateway.namespace:
+        parent["namespace"] = gateway.namespace
+    if gateway.section_name:
+        parent["sectionName"] = gateway.section_name
+    name = md.metadata.name
+    return {
+        "kind": gateway.route_kind,
+        "name": name,
         "namespace": md.metadata.namespace,
         "labels": common_labels(md),
-        "selector": {LABEL_DEPLOYMENT: md.metadata.name},
-        "ports": _ports(),
+        "parent_refs": [parent],
+        "hostnames": list(gateway.hostnames),
+        "backend_refs": [
+            {"name": f"{name}-stable", "port": port, "weight": 100 - canary_weight},
+            {"name": f"{name}-canary", "port": port, "weight": canary_weight},
+        ],
     }
 
 
@@ -369,15 +403,32 @@ def render_template(template: str, context: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def render(md: api.ModelDeployment, settings: RenderSettings | None = None) -> list[dict[str, Any]]:
-    """Every object a ModelDeployment needs when no canary is running."""
+def render(
+    md: api.ModelDeployment, settings: RenderSettings | None = None, plan: RolloutPlan | None = None
+) -> list[dict[str, Any]]:
+    """Every object a ModelDeployment needs; `plan` (modeldeploy.rollout) adds a canary track."""
     settings = settings or RenderSettings()
     spec = md.spec
-    replicas = None if spec.autoscaling is not None else spec.effective_replicas
+    stable_spec, stable_replicas = spec, (None if spec.autoscaling is not None else spec.effective_replicas)
+    canary_weight = 0
+    if plan is not None:
+        stable_spec, stable_replicas, canary_weight = plan.stable.spec, plan.stable.replicas, plan.weight
+    stable_md = md if stable_spec is spec else md.model_copy(update={"spec": stable_spec})
     objects = [
-        render_template("deployment.yaml.j2", build_deployment_context(md, settings, replicas=replicas)),
-        render_template("service.yaml.j2", build_service_context(md)),
+        render_template(
+            "deployment.yaml.j2",
+            build_deployment_context(stable_md, settings, track="stable", replicas=stable_replicas),
+        )
     ]
+    if plan is not None and plan.canary is not None:
+        canary_md = md.model_copy(update={"spec": plan.canary.spec})
+        context = build_deployment_context(canary_md, settings, track="canary", replicas=plan.canary.replicas)
+        objects.append(render_template("deployment.yaml.j2", context))
+    objects.append(render_template("service.yaml.j2", build_service_context(md)))
+    if spec.rollout.gateway is not None:
+        for track in ("stable", "canary"):
+            objects.append(render_template("service.yaml.j2", build_service_context(md, track)))
+        objects.append(render_template("route.yaml.j2", build_route_context(md, spec.rollout.gateway, canary_weight)))
     if spec.autoscaling is not None:
         objects.append(render_template("hpa.yaml.j2", build_hpa_context(md, spec.autoscaling)))
     if needs_disruption_budget(spec):
