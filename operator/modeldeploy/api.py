@@ -446,7 +446,13 @@ class CanaryStatus(ApiModel):
     weight: int = Field(default=0, description="Percent of traffic sent to the canary.")
     failures: int = Field(default=0, description="Failed analyses so far.")
     inconclusive: int = Field(default=0, description="Consecutive inconclusive analyses.")
-    step_started_at: str | None = Field(default=None, description="When the current step began (RFC 3339).")
+    step_started_at: str | None = Field(
+        default=None, description="When the current step's analysis clock started: the canary was ready (RFC 3339)."
+    )
+    last_command: str | None = Field(
+        default=None,
+        description="The last modeldeploy.io/rollout annotation value acted on (promote, abort, pause, resume).",
+    )
     last_analysis: list[AnalysisResult] = Field(default_factory=list, description="Results of the last analysis.")
 
 

@@ -23,6 +23,7 @@ import kopf
 from modeldeploy import api, reconcile
 from modeldeploy.kube import KubeClient, KubeError
 from modeldeploy.opmetrics import OperatorMetrics
+from modeldeploy.prometheus import PrometheusProvider
 from modeldeploy.settings import OperatorSettings
 
 log = logging.getLogger("modeldeploy")
@@ -42,6 +43,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         memo.metrics = OperatorMetrics()
         if memo.settings.metrics_port:
             memo.metrics.serve(memo.settings.metrics_port)
+    if "provider" not in memo:
+        memo.provider = PrometheusProvider(memo.settings.prometheus_url)
     memo.known = {}
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modeldeploy.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -53,15 +56,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         # Namespaced installs get Roles only: no cluster-wide discovery of CRDs and namespaces.
         settings.scanning.disabled = True
     memo.resync_task = asyncio.create_task(_resync_loop(memo))
+    memo.rollout_task = asyncio.create_task(_rollout_loop(memo))
 
 
 @kopf.on.cleanup()
 async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("resync_task")
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for name in ("resync_task", "rollout_task"):
+        task = memo.get(name)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 @kopf.on.create(*MD)
@@ -116,23 +121,31 @@ def run_reconcile(body: dict[str, Any], memo: kopf.Memo, retry: int = 0, created
     """Reconcile one body; map errors to kopf's, record metrics and events."""
     with memo.metrics.reconcile() as result:
         try:
-            outcome = reconcile.reconcile(body, memo.kube, memo.settings, created=created)
+            outcome = reconcile.reconcile(
+                body, memo.kube, memo.settings, created=created, provider=memo.get("provider")
+            )
         except api.SpecError as exc:
             result["outcome"] = "invalid_spec"
             with contextlib.suppress(KubeError):
                 reconcile.record_invalid_spec(memo.kube, body, exc)
-            kopf.warn(body, reason="InvalidSpec", message="; ".join(exc.problems))
+            event(memo, body, "InvalidSpec", "; ".join(exc.problems), warning=True)
             raise kopf.PermanentError(f"invalid spec: {exc.problems[0]}") from None
         except KubeError as exc:
             if exc.transient:
                 result["outcome"] = "transient_error"
                 raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=_backoff(retry)) from None
-            kopf.warn(body, reason="ApplyFailed", message=str(exc))
+            event(memo, body, "ApplyFailed", str(exc), warning=True)
             raise kopf.PermanentError(f"Kubernetes API refused: {exc}") from None
     if outcome.pruned:
-        kopf.info(body, reason="Pruned", message=f"deleted {', '.join(f'{r.kind}/{r.name}' for r in outcome.pruned)}")
+        event(memo, body, "Pruned", f"deleted {', '.join(f'{r.kind}/{r.name}' for r in outcome.pruned)}")
+    if outcome.rollout is not None and outcome.rollout[0] != outcome.rollout[1]:
+        before, after = outcome.rollout
+        canary_status = outcome.status.get("canary") or {}
+        detail = f" at {canary_status['weight']}%" if canary_status else ""
+        message = f"canary {before or 'started'} -> {after}{detail}"
+        event(memo, body, f"Canary{after}", message, warning=after == "RolledBack")
     if outcome.scaled:
-        kopf.info(body, reason="Scaled", message=f"ready replicas {outcome.scaled[0]} -> {outcome.scaled[1]}")
+        event(memo, body, "Scaled", f"ready replicas {outcome.scaled[0]} -> {outcome.scaled[1]}")
     return outcome
 
 
@@ -144,8 +157,36 @@ def reconcile_and_write_status(body: dict[str, Any], memo: kopf.Memo) -> None:
         memo.kube.patch_status(meta.get("namespace") or "default", meta["name"], outcome.status)
 
 
+def event(memo: kopf.Memo, body: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
+    """Post an Event: through kopf inside its handlers, through our client from our own loops."""
+    try:
+        (kopf.warn if warning else kopf.info)(body, reason=reason, message=message)
+    except LookupError:  # outside kopf's handler context (resync and rollout loops)
+        with contextlib.suppress(KubeError):
+            memo.kube.post_event(body, "Warning" if warning else "Normal", reason, message)
+
+
 def _backoff(retry: int) -> float:
     return min(60.0, 2.0 ** min(retry, 6)) * random.uniform(0.8, 1.2)
+
+
+ACTIVE_PHASES = ("Progressing", "Paused", "Promoting")
+
+
+async def _rollout_loop(memo: kopf.Memo) -> None:
+    """Tick every running canary each second: readiness, analysis when due, commands."""
+    while True:
+        await asyncio.sleep(1.0)
+        for body in list(memo.known.values()):
+            current = body.get("status") or {}
+            if not current.get("canary") or current.get("phase") not in ACTIVE_PHASES:
+                continue
+            try:
+                await asyncio.to_thread(reconcile_and_write_status, body, memo)
+            except (kopf.PermanentError, kopf.TemporaryError, KubeError) as exc:
+                log.info("rollout tick of %s: %s", body["metadata"].get("name"), exc)
+            except Exception:
+                log.exception("rollout tick of %s failed", body["metadata"].get("name"))
 
 
 async def _resync_loop(memo: kopf.Memo) -> None:

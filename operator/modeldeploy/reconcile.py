@@ -17,8 +17,9 @@ from typing import Any
 
 import kopf
 
-from modeldeploy import api, render, status
+from modeldeploy import analysis, api, render, rollout, status
 from modeldeploy.kube import KubeClient, ObjectRef
+from modeldeploy.prometheus import MetricsProvider
 from modeldeploy.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class Outcome:
     status: dict[str, Any] = field(default_factory=dict)
     status_changed: bool = False
     scaled: tuple[int, int] | None = None  # (before, after) ready replicas, when they changed
+    rollout: tuple[str | None, str | None] | None = None  # canary phase (before, after)
 
 
 def parse_body(body: dict[str, Any]) -> api.ModelDeployment:
@@ -49,6 +51,7 @@ def parse_body(body: dict[str, Any]) -> api.ModelDeployment:
                 "uid": meta.get("uid"),
                 "generation": meta.get("generation"),
                 "labels": meta.get("labels") or {},
+                "annotations": meta.get("annotations") or {},
             },
             "spec": body.get("spec"),
         }
@@ -66,7 +69,12 @@ def managed_refs(md: api.ModelDeployment) -> list[ObjectRef]:
     ns, name = md.metadata.namespace, md.metadata.name
     return [
         ObjectRef("Deployment", ns, render.workload_name(md, "stable")),
+        ObjectRef("Deployment", ns, render.workload_name(md, "canary")),
         ObjectRef("Service", ns, name),
+        ObjectRef("Service", ns, f"{name}-stable"),
+        ObjectRef("Service", ns, f"{name}-canary"),
+        ObjectRef("HTTPRoute", ns, name),
+        ObjectRef("GRPCRoute", ns, name),
         ObjectRef("HorizontalPodAutoscaler", ns, name),
         ObjectRef("PodDisruptionBudget", ns, name),
     ]
@@ -89,19 +97,54 @@ def record_invalid_spec(kube: KubeClient, body: dict[str, Any], error: api.SpecE
     return new_status
 
 
-def reconcile(body: dict[str, Any], kube: KubeClient, settings: OperatorSettings, *, created: bool = False) -> Outcome:
-    """`created`: the ModelDeployment is new, so its children are created and nothing is pruned."""
+def reconcile(
+    body: dict[str, Any],
+    kube: KubeClient,
+    settings: OperatorSettings,
+    *,
+    created: bool = False,
+    provider: MetricsProvider | None = None,
+) -> Outcome:
+    """`created`: the ModelDeployment is new, so its children are created and nothing is pruned.
+    `provider`: where canary analyses run; without one a canary waits (commands still act)."""
     md = parse_body(body)
     with _locks[md.metadata.uid or f"{md.metadata.namespace}/{md.metadata.name}"]:
-        return _reconcile_locked(body, md, kube, settings, created)
+        return _reconcile_locked(body, md, kube, settings, created, provider)
+
+
+def _plan(
+    md: api.ModelDeployment, kube: KubeClient, settings: OperatorSettings, previous: dict[str, Any], created: bool
+) -> rollout.RolloutPlan | None:
+    if created or md.spec.rollout.strategy != "Canary":
+        return None
+    live = kube.get(ObjectRef("Deployment", md.metadata.namespace, render.workload_name(md, "stable")))
+    state, state_revision, _ = analysis.state_from_status(previous)
+    return rollout.plan(
+        md.spec,
+        settings.render,
+        stable_spec=rollout.stable_spec_of(live),
+        state=state,
+        state_revision=state_revision,
+        rejected_revision=previous.get("rejectedRevision"),
+        live_stable_replicas=(live or {}).get("spec", {}).get("replicas"),
+    )
 
 
 def _reconcile_locked(
-    body: dict[str, Any], md: api.ModelDeployment, kube: KubeClient, settings: OperatorSettings, created: bool
+    body: dict[str, Any],
+    md: api.ModelDeployment,
+    kube: KubeClient,
+    settings: OperatorSettings,
+    created: bool,
+    provider: MetricsProvider | None,
 ) -> Outcome:
     outcome = Outcome()
+    previous = body.get("status") or {}
+    plan = _plan(md, kube, settings, previous, created)
+    objects = render.render(md, settings.render, plan)
+    kopf.adopt(objects, owner=body)
     results: dict[ObjectRef, dict[str, Any]] = {}
-    for obj in desired_objects(body, md, settings):
+    for obj in objects:
         ref = ObjectRef.of(obj)
         results[ref] = kube.apply(obj, probably_new=created)
         outcome.applied.append(ref)
@@ -111,10 +154,9 @@ def _reconcile_locked(
         existing = kube.get(ref)
         if existing is not None and _owned_by(existing, md.metadata.uid) and kube.delete(ref):
             outcome.pruned.append(ref)
-    deployment = results[ObjectRef("Deployment", md.metadata.namespace, render.workload_name(md, "stable"))]
-    workload = status.workload_state(deployment)
+    stable_ref = ObjectRef("Deployment", md.metadata.namespace, render.workload_name(md, "stable"))
+    workload = status.workload_state(results[stable_ref])
     url, grpc_url = render.service_urls(md)
-    previous = body.get("status") or {}
     outcome.status = status.reconciled_status(
         previous,
         generation=md.metadata.generation,
@@ -124,7 +166,48 @@ def _reconcile_locked(
         grpc_url=grpc_url,
         now=status.now_rfc3339(),
     )
+    if plan is not None:
+        outcome.status.update(
+            _rollout_status(md, plan, previous, results, outcome.status, provider, workload, settings.render)
+        )
+        outcome.rollout = (plan.state.phase if plan.state else None, outcome.status.get("phase"))
     if previous.get("readyReplicas") is not None and previous.get("readyReplicas") != workload.ready:
         outcome.scaled = (int(previous["readyReplicas"]), workload.ready)
     outcome.status_changed = any(previous.get(key) != value for key, value in outcome.status.items())
     return outcome
+
+
+def _rollout_status(
+    md: api.ModelDeployment,
+    plan: rollout.RolloutPlan,
+    previous: dict[str, Any],
+    results: dict[ObjectRef, dict[str, Any]],
+    base: dict[str, Any],
+    provider: MetricsProvider | None,
+    workload: status.WorkloadState,
+    render_settings: render.RenderSettings,
+) -> dict[str, Any]:
+    """Status fields of a canary rollout, advancing it by one tick when one runs."""
+    now = status.now_rfc3339()
+    generation = md.metadata.generation
+    fields: dict[str, Any] = {"stableRevision": plan.stable.revision}
+    if plan.rejected:
+        keep = [c for c in previous.get("conditions", []) if c.get("type") == status.DEGRADED]
+        conditions = [c for c in base["conditions"] if c.get("type") != status.DEGRADED] + keep
+        return {**fields, "phase": "RolledBack", "conditions": conditions}
+    if plan.state is None:
+        return {**fields, "canary": None} if previous.get("canary") else fields
+    canary_ref = ObjectRef("Deployment", md.metadata.namespace, render.workload_name(md, "canary"))
+    if plan.state.phase == "Promoting":
+        ready = workload.is_ready
+    else:
+        ready = status.workload_state(results.get(canary_ref)).is_ready
+    new, rollout_fields = analysis.advance(md, plan, previous, canary_ready=ready, provider=provider, now=now)
+    fields.update(rollout_fields)
+    if new.phase in analysis.SETTLED:
+        revision = plan.canary.revision if plan.canary else render.revision_of(md.spec, render_settings)
+        fields.update(analysis.settled_fields(new, revision, generation, base["conditions"], now))
+        return fields
+    message = f"{plan.reason}: {new.reason}" if new.reason else plan.reason
+    conditions = status.set_condition(base["conditions"], status.PROGRESSING, True, "Canary", message, generation, now)
+    return {**fields, "conditions": conditions}

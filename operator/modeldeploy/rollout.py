@@ -32,6 +32,7 @@ class RolloutPlan:
     weight: int  # percent of traffic on the canary
     state: canary.CanaryState | None  # None: no canary for the desired revision
     reason: str
+    rejected: bool = False  # the desired revision was rolled back before: the stable stays
 
 
 def stable_spec_of(deployment: dict[str, Any] | None) -> api.ModelDeploymentSpec | None:
@@ -81,7 +82,7 @@ def plan(
     stable_fixed = None if stable_spec.autoscaling is not None else total
     if desired == rejected_revision:
         return RolloutPlan(
-            TrackPlan(stable_spec, current, stable_fixed), None, 0, state, "revision was rolled back; not retried"
+            TrackPlan(stable_spec, current, stable_fixed), None, 0, None, "revision was rolled back; not retried", True
         )
     if state is None or state_revision != desired:
         state = canary.CanaryState()

@@ -40,11 +40,21 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
         "categories": api.CATEGORIES,
         "subresources": ["status"],
     }
+    for plural, kind in (("httproutes", "HTTPRoute"), ("grpcroutes", "GRPCRoute")):
+        emulator.resources[f"gateway.networking.k8s.io/v1/{plural}"] = {
+            "namespaced": True,
+            "kind": kind,
+            "singular": kind.lower(),
+            "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+            "shortnames": [],
+            "categories": [],
+            "subresources": ["status"],
+        }
 
 
 @contextlib.asynccontextmanager
 async def running_operator(
-    emulator: kmock.KubernetesEmulator, *, scanning: bool = False, **settings: Any
+    emulator: kmock.KubernetesEmulator, *, scanning: bool = False, provider: Any = None, **settings: Any
 ) -> AsyncIterator[kopf.Memo]:
     declare_resources(emulator)
     _server["url"] = str(emulator.url).rstrip("/")
@@ -53,6 +63,7 @@ async def running_operator(
         settings=op_settings,
         kube=KubeClient.for_server(_server["url"], op_settings.field_manager),
         metrics=OperatorMetrics(),
+        provider=provider,
     )
     kopf_settings = kopf.OperatorSettings()
     kopf_settings.scanning.disabled = not scanning
@@ -115,3 +126,18 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str 
                 return last
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+async def mark_deployments_ready(emulator: kmock.KubernetesEmulator, stop: asyncio.Event) -> None:
+    """Stands in for the Deployment controller and kubelet, which the emulator lacks."""
+    while not stop.is_set():
+        for (resource, ns, name), stored in list(emulator.objects.items()):
+            if stored.deleted or resource.plural != "deployments":
+                continue
+            replicas = stored.raw.get("spec", {}).get("replicas", 1)
+            current = stored.raw.get("status") or {}
+            if current.get("readyReplicas") != replicas:
+                ready = {"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas,
+                         "availableReplicas": replicas}  # fmt: skip
+                await emulator.patch(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}", json={"status": ready})
+        await asyncio.sleep(0.2)

@@ -82,6 +82,26 @@ async def exercise_every_path(emulator: kmock.KubernetesEmulator) -> None:
         )
         await emulator.delete("/apis/apps/v1/namespaces/ml/deployments/full")
         await eventually(lambda: obj(emulator, "apps/v1/deployments", "ml", "full"), what="Deployment restored")
+        v2 = {"model": {"name": "mlp", "storageUri": "s3://models/mlp", "version": 2}, "replicas": 1}
+        await patch(emulator, "ml", "full", {"metadata": {"generation": 3}, "spec": v2})
+        await eventually(lambda: obj(emulator, "apps/v1/deployments", "ml", "full-canary"), what="canary")
+        await patch(emulator, "ml", "full", {"metadata": {"annotations": {"modeldeploy.io/rollout": "abort"}}})
+        await eventually(lambda: obj(emulator, "apps/v1/deployments", "ml", "full-canary") is None, what="canary gone")
+        routes = "gateway.networking.k8s.io/v1/"
+        http = {"strategy": "Canary", "gateway": {"name": "public", "routeKind": "HTTPRoute"}}
+        await create(emulator, model_deployment("routed", replicas=2, rollout=http))
+        await eventually(lambda: obj(emulator, routes + "httproutes", "ml", "routed"), what="HTTPRoute")
+        await eventually(lambda: resynced(emulator, "httproutes"), what="HTTPRoute re-applied")
+        grpc = {"strategy": "Canary", "gateway": {"name": "public", "routeKind": "GRPCRoute"}}
+        await patch(emulator, "ml", "routed", {"metadata": {"generation": 2}, "spec": {"rollout": grpc}})
+        await eventually(lambda: obj(emulator, routes + "httproutes", "ml", "routed") is None, what="HTTPRoute pruned")
+        await eventually(lambda: resynced(emulator, "grpcroutes"), what="GRPCRoute re-applied")
+        plain = {"strategy": "Canary", "gateway": None}
+        await patch(emulator, "ml", "routed", {"metadata": {"generation": 3}, "spec": {"rollout": plain}})
+        await eventually(lambda: obj(emulator, routes + "grpcroutes", "ml", "routed") is None, what="GRPCRoute pruned")
+        await eventually(
+            lambda: obj(emulator, "v1/services", "ml", "routed-canary") is None, what="track Service pruned"
+        )
         await create(emulator, model_deployment("bad", replicas=-1))
         await eventually(
             lambda: (obj(emulator, "modeldeploy.io/v1alpha1/modeldeployments", "ml", "bad") or {}).get("status")

@@ -84,7 +84,7 @@ async def test_create_renders_children_with_owner_references_and_status(
 
 async def test_spec_change_patches_children_and_observed_generation(kmock: kmock.KubernetesEmulator) -> None:
     async with running_operator(kmock):
-        await create(kmock, model_deployment("fraud", replicas=2))
+        await create(kmock, model_deployment("fraud", replicas=2, rollout={"strategy": "RollingUpdate"}))
         first = await eventually(lambda: obj(kmock, DEPLOY, "ml", "fraud"))
         assert first["spec"]["replicas"] == 2
         await eventually(lambda: md_status(kmock, "fraud").get("observedGeneration") == 1)
