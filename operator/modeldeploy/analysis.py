@@ -81,8 +81,10 @@ def advance(
     canary_ready: bool,
     provider: MetricsProvider | None,
     now: str,
-) -> tuple[canary.CanaryState, dict[str, Any]]:
-    """One tick of a running canary: maybe analyse, apply a command, return the new state and status fields."""
+) -> tuple[canary.CanaryState, dict[str, Any], canary.Outcome | None]:
+    """One tick of a running canary: maybe analyse, apply a command.
+
+    Returns the new state, its status fields, and the analysis outcome when one ran."""
     state = plan.state or canary.CanaryState()
     _, known_revision, started = state_from_status(previous)
     revision = plan.canary.revision if plan.canary is not None else known_revision or ""
@@ -126,7 +128,7 @@ def advance(
             "lastAnalysis": [_result_status(r, now) for r in new.last_results],
         },
     }
-    return new, fields
+    return new, fields, outcome
 
 
 def _result_status(result: canary.CheckResult, now: str) -> dict[str, Any]:

@@ -138,8 +138,14 @@ def run_reconcile(body: dict[str, Any], memo: kopf.Memo, retry: int = 0, created
             raise kopf.PermanentError(f"Kubernetes API refused: {exc}") from None
     if outcome.pruned:
         event(memo, body, "Pruned", f"deleted {', '.join(f'{r.kind}/{r.name}' for r in outcome.pruned)}")
+    if outcome.analysis is not None:
+        memo.metrics.analyses.labels(outcome.analysis).inc()
     if outcome.rollout is not None and outcome.rollout[0] != outcome.rollout[1]:
         before, after = outcome.rollout
+        if after == "RolledBack":
+            memo.metrics.rollbacks.inc()
+        elif after == "Succeeded":
+            memo.metrics.promotions.inc()
         canary_status = outcome.status.get("canary") or {}
         detail = f" at {canary_status['weight']}%" if canary_status else ""
         message = f"canary {before or 'started'} -> {after}{detail}"

@@ -1,4 +1,4 @@
-"""The operator's own Prometheus metrics: reconcile count, errors and duration by outcome."""
+"""The operator's own Prometheus metrics: reconciles (count, errors, duration) and canary analyses."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ class OperatorMetrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+
+        self.analyses = Counter(
+            "modeldeploy_canary_analyses", "Canary analyses by outcome", ["outcome"], registry=self.registry
+        )
+        self.rollbacks = Counter("modeldeploy_canary_rollbacks", "Canaries rolled back", registry=self.registry)
+        self.promotions = Counter("modeldeploy_canary_promotions", "Canaries promoted", registry=self.registry)
 
     @contextmanager
     def reconcile(self) -> Iterator[dict[str, str]]:

@@ -36,6 +36,7 @@ class Outcome:
     status_changed: bool = False
     scaled: tuple[int, int] | None = None  # (before, after) ready replicas, when they changed
     rollout: tuple[str | None, str | None] | None = None  # canary phase (before, after)
+    analysis: str | None = None  # the outcome of the canary analysis this reconcile ran, if any
 
 
 def parse_body(body: dict[str, Any]) -> api.ModelDeployment:
@@ -167,9 +168,9 @@ def _reconcile_locked(
         now=status.now_rfc3339(),
     )
     if plan is not None:
-        outcome.status.update(
-            _rollout_status(md, plan, previous, results, outcome.status, provider, workload, settings.render)
-        )
+        fields = _rollout_status(md, plan, previous, results, outcome.status, provider, workload, settings.render)
+        outcome.analysis = fields.pop("_analysis", None)
+        outcome.status.update(fields)
         outcome.rollout = (plan.state.phase if plan.state else None, outcome.status.get("phase"))
     if previous.get("readyReplicas") is not None and previous.get("readyReplicas") != workload.ready:
         outcome.scaled = (int(previous["readyReplicas"]), workload.ready)
@@ -202,7 +203,9 @@ def _rollout_status(
         ready = workload.is_ready
     else:
         ready = status.workload_state(results.get(canary_ref)).is_ready
-    new, rollout_fields = analysis.advance(md, plan, previous, canary_ready=ready, provider=provider, now=now)
+    new, rollout_fields, analysed = analysis.advance(md, plan, previous, canary_ready=ready, provider=provider, now=now)
+    if analysed is not None:
+        fields["_analysis"] = analysed.value
     fields.update(rollout_fields)
     if new.phase in analysis.SETTLED:
         revision = plan.canary.revision if plan.canary else render.revision_of(md.spec, render_settings)

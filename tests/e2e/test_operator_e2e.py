@@ -137,3 +137,21 @@ def test_status_conflicts_do_not_lose_user_spec(operator_namespace: str) -> None
     apply(ns, "owned", replicas=3)  # a user write racing the operator's status writes
     wait_for(lambda: get("deployment", ns, "owned")["spec"]["replicas"] == 3, what="replicas 3")
     assert get("md", ns, "owned")["spec"]["replicas"] == 3
+
+
+def test_canary_starts_waits_for_ready_pods_and_aborts(operator_namespace: str) -> None:
+    """Pods never start here: the canary must appear, hold its weight, and roll back on abort."""
+    ns = operator_namespace
+    rollout = {"strategy": "Canary", "steps": [25, 50], "interval": "10s"}
+    apply(ns, "canary", replicas=4, rollout=rollout)
+    wait_for(lambda: get("deployment", ns, "canary"), what="stable Deployment")
+    apply(ns, "canary", replicas=4, rollout=rollout, model={"name": "m", "storageUri": "s3://bucket/m", "version": 2})
+    canary_dep = wait_for(lambda: get("deployment", ns, "canary-canary"), what="canary Deployment")
+    assert canary_dep["spec"]["template"]["metadata"]["labels"]["modeldeploy.io/track"] == "canary"
+    assert canary_dep["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    status = wait_for(lambda: get("md", ns, "canary")["status"].get("canary") and get("md", ns, "canary")["status"])
+    assert status["canary"]["step"] == 0, "weights never move before the canary's pods are ready"
+    kubectl("annotate", "md", "canary", "-n", ns, "modeldeploy.io/rollout=abort", "--overwrite")
+    wait_for(lambda: get("md", ns, "canary")["status"]["phase"] == "RolledBack", what="rolled back")
+    wait_for(lambda: get("deployment", ns, "canary-canary") is None, what="canary Deployment deleted")
+    assert get("md", ns, "canary")["spec"]["model"]["version"] == 2, "the operator never edits spec"

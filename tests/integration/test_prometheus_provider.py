@@ -7,7 +7,6 @@ error rate, the request count and a p99 latency, and a track without traffic has
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,9 +26,9 @@ from modeldeploy.prometheus import (
     QueryContext,
 )
 from modelserve import examples
-from modelserve.launcher import ServingProcess, free_port
+from modelserve.launcher import ServingProcess
+from tests.integration.prometheus_env import PROMETHEUS, running_prometheus
 
-PROMETHEUS = shutil.which("prometheus")
 pytestmark = [
     pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is installed by `make install`"),
     pytest.mark.timeout(120),
@@ -46,35 +45,9 @@ def canary_server(tmp_path: Path) -> Iterator[ServingProcess]:
 
 @pytest.fixture
 def prometheus(tmp_path: Path, canary_server: ServingProcess) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        f"""
-global: {{scrape_interval: 1s, evaluation_interval: 1s}}
-scrape_configs:
-  - job_name: modelserve
-    static_configs:
-      - targets: ["127.0.0.1:{canary_server.metrics_port}"]
-        labels: {{namespace: ml, modeldeploy_deployment: fraud, modeldeploy_track: canary}}
-"""
-    )
-    process = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    provider = PrometheusProvider(url, timeout=2)
-    deadline = time.monotonic() + 30
-    while not provider.is_online():
-        assert time.monotonic() < deadline, "prometheus did not start"
-        time.sleep(0.2)
-    while provider.run_query('up{job="modelserve"}') != 1.0:  # scraped once: counters have a baseline
-        assert time.monotonic() < deadline, "prometheus did not scrape modelserve"
-        time.sleep(0.2)
-    yield url, process
-    process.terminate()
-    process.wait(10)
+    labels = {"namespace": "ml", "modeldeploy_deployment": "fraud", "modeldeploy_track": "canary"}
+    with running_prometheus(tmp_path, [(canary_server.metrics_port, labels)]) as running:
+        yield running
 
 
 def send(server: ServingProcess, count: int) -> int:
@@ -119,6 +92,7 @@ def test_unreachable_prometheus_is_an_error_not_a_value(prometheus) -> None:
     assert provider.is_online()
     process.terminate()
     process.wait(10)
+
     assert not provider.is_online()
     with pytest.raises(ProviderError, match="failed"):
         provider.run_query("up")
