@@ -86,6 +86,7 @@ async def track(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) ->
     key = (body.metadata.namespace, body.metadata.name)
     if type == "DELETED" or body.metadata.get("deletionTimestamp"):
         memo.known.pop(key, None)
+        reconcile.forget(body.metadata.uid)
     else:
         memo.known[key] = dict(body)
 

@@ -26,6 +26,25 @@ log = logging.getLogger(__name__)
 
 # One reconcile at a time per ModelDeployment (timers, child events and spec changes race).
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+# The status each ModelDeployment was last given. Only the operator writes status, so this is
+# never older than what a watched body carries, and often newer: a second reconcile right
+# after the first must not decide from the snapshot the first already moved past.
+_last_status: dict[str, dict[str, Any]] = {}
+
+
+def forget(uid: str | None) -> None:
+    """Drop what is kept for a deleted ModelDeployment."""
+    if uid:
+        _last_status.pop(uid, None)
+        _locks.pop(uid, None)
+
+
+def _freshest(observed: dict[str, Any], remembered: dict[str, Any] | None) -> dict[str, Any]:
+    if remembered is None:
+        return observed
+    if (remembered.get("observedGeneration") or 0) < (observed.get("observedGeneration") or 0):
+        return observed
+    return remembered
 
 
 @dataclass
@@ -140,7 +159,9 @@ def _reconcile_locked(
     provider: MetricsProvider | None,
 ) -> Outcome:
     outcome = Outcome()
-    previous = body.get("status") or {}
+    observed = body.get("status") or {}
+    key = md.metadata.uid or f"{md.metadata.namespace}/{md.metadata.name}"
+    previous = _freshest(observed, _last_status.get(key))
     plan = _plan(md, kube, settings, previous, created)
     objects = render.render(md, settings.render, plan)
     kopf.adopt(objects, owner=body)
@@ -174,7 +195,8 @@ def _reconcile_locked(
         outcome.rollout = (plan.state.phase if plan.state else None, outcome.status.get("phase"))
     if previous.get("readyReplicas") is not None and previous.get("readyReplicas") != workload.ready:
         outcome.scaled = (int(previous["readyReplicas"]), workload.ready)
-    outcome.status_changed = any(previous.get(key) != value for key, value in outcome.status.items())
+    outcome.status_changed = any(observed.get(field) != value for field, value in outcome.status.items())
+    _last_status[key] = {**previous, **outcome.status}
     return outcome
 
 
