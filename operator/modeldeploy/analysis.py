@@ -23,7 +23,7 @@ from modeldeploy.prometheus import (
 from modeldeploy.rollout import RolloutPlan
 
 COMMAND_ANNOTATION = "modeldeploy.io/rollout"
-SETTLED = ("Succeeded", "RolledBack", "Failed")
+SETTLED = ("Succeeded", "RolledBack")
 
 
 def run_analysis(

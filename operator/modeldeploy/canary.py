@@ -22,17 +22,18 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
 
-Phase = Literal["Progressing", "Paused", "Promoting", "Succeeded", "RolledBack", "Failed"]
-PHASES: tuple[Phase, ...] = ("Progressing", "Paused", "Promoting", "Succeeded", "RolledBack", "Failed")
+# The canary's phases. (A ModelDeployment's status.phase can also be Failed: an invalid spec or
+# an apply the API server refused; that is not a canary outcome.)
+Phase = Literal["Progressing", "Paused", "Promoting", "Succeeded", "RolledBack"]
+PHASES: tuple[Phase, ...] = ("Progressing", "Paused", "Promoting", "Succeeded", "RolledBack")
 
-# Allowed transitions; a new revision (spec change) may start a canary from any settled phase.
+# Allowed transitions; a new revision (spec change) starts a new canary in Progressing.
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     "Progressing": frozenset({"Progressing", "Paused", "Promoting", "RolledBack"}),
     "Paused": frozenset({"Paused", "Progressing", "Promoting", "RolledBack"}),
-    "Promoting": frozenset({"Promoting", "Succeeded", "Failed"}),
-    "Succeeded": frozenset({"Succeeded", "Progressing"}),
-    "RolledBack": frozenset({"RolledBack", "Progressing"}),
-    "Failed": frozenset({"Failed", "Progressing"}),
+    "Promoting": frozenset({"Promoting", "Succeeded"}),
+    "Succeeded": frozenset({"Succeeded"}),
+    "RolledBack": frozenset({"RolledBack"}),
 }
 
 
@@ -118,7 +119,7 @@ class CanaryState:
     last_results: tuple[CheckResult, ...] = field(default_factory=tuple)
 
     def weight(self, steps: list[int]) -> int:
-        if self.phase in ("RolledBack", "Failed") or not steps:
+        if self.phase == "RolledBack" or not steps:
             return 0
         if self.phase in ("Promoting", "Succeeded"):
             return 100
@@ -153,7 +154,7 @@ def next_state(
     ready yet): only commands act then. While Promoting, `canary_ready` says the stable
     Deployment has finished rolling out the promoted revision.
     """
-    if state.phase in ("Succeeded", "RolledBack", "Failed"):
+    if state.phase in ("Succeeded", "RolledBack"):
         return state
     if state.phase == "Promoting":  # the stable is taking the new revision: too late to steer
         return _move(state, "Succeeded", reason="promoted") if canary_ready else state

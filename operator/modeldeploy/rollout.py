@@ -97,7 +97,7 @@ def plan(
             state,
             "stable takes the new revision",
         )
-    if state.phase in ("RolledBack", "Failed"):
+    if state.phase == "RolledBack":
         return RolloutPlan(TrackPlan(stable_spec, current, stable_fixed), None, 0, state, state.reason or "rolled back")
     weight = state.weight(steps)
     stable_pods: int | None
