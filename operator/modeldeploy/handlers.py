@@ -180,20 +180,24 @@ def _backoff(retry: int) -> float:
 ACTIVE_PHASES = ("Progressing", "Paused", "Promoting")
 
 
+async def _reconcile_in_background(body: dict[str, Any], memo: kopf.Memo, what: str) -> None:
+    """A reconcile from our own loops: errors are logged; the next tick tries again."""
+    try:
+        await asyncio.to_thread(reconcile_and_write_status, body, memo)
+    except (kopf.PermanentError, kopf.TemporaryError, KubeError) as exc:
+        log.info("%s of %s: %s", what, body["metadata"].get("name"), exc)
+    except Exception:
+        log.exception("%s of %s failed", what, body["metadata"].get("name"))
+
+
 async def _rollout_loop(memo: kopf.Memo) -> None:
     """Tick every running canary each second: readiness, analysis when due, commands."""
     while True:
         await asyncio.sleep(1.0)
         for body in list(memo.known.values()):
             current = body.get("status") or {}
-            if not current.get("canary") or current.get("phase") not in ACTIVE_PHASES:
-                continue
-            try:
-                await asyncio.to_thread(reconcile_and_write_status, body, memo)
-            except (kopf.PermanentError, kopf.TemporaryError, KubeError) as exc:
-                log.info("rollout tick of %s: %s", body["metadata"].get("name"), exc)
-            except Exception:
-                log.exception("rollout tick of %s failed", body["metadata"].get("name"))
+            if current.get("canary") and current.get("phase") in ACTIVE_PHASES:
+                await _reconcile_in_background(body, memo, "rollout tick")
 
 
 async def _resync_loop(memo: kopf.Memo) -> None:
@@ -205,10 +209,5 @@ async def _resync_loop(memo: kopf.Memo) -> None:
         random.shuffle(bodies)
         spacing = period / max(1, len(bodies)) / 2
         for body in bodies:
-            try:
-                await asyncio.to_thread(reconcile_and_write_status, body, memo)
-            except (kopf.PermanentError, kopf.TemporaryError, KubeError) as exc:
-                log.info("resync of %s: %s", body["metadata"].get("name"), exc)
-            except Exception:
-                log.exception("resync of %s failed", body["metadata"].get("name"))
+            await _reconcile_in_background(body, memo, "resync")
             await asyncio.sleep(spacing)
