@@ -78,12 +78,6 @@ def parse_body(body: dict[str, Any]) -> api.ModelDeployment:
     )
 
 
-def desired_objects(body: dict[str, Any], md: api.ModelDeployment, settings: OperatorSettings) -> list[dict[str, Any]]:
-    objects = render.render(md, settings.render)
-    kopf.adopt(objects, owner=body)
-    return objects
-
-
 def managed_refs(md: api.ModelDeployment) -> list[ObjectRef]:
     """Every child the operator may have made for this ModelDeployment."""
     ns, name = md.metadata.namespace, md.metadata.name
@@ -189,8 +183,9 @@ def _reconcile_locked(
         now=status.now_rfc3339(),
     )
     if plan is not None:
-        fields = _rollout_status(md, plan, previous, results, outcome.status, provider, workload, settings.render)
-        outcome.analysis = fields.pop("_analysis", None)
+        fields, outcome.analysis = _rollout_status(
+            md, plan, previous, results, outcome.status, provider, workload, settings.render
+        )
         outcome.status.update(fields)
         outcome.rollout = (plan.state.phase if plan.state else None, outcome.status.get("phase"))
     if previous.get("readyReplicas") is not None and previous.get("readyReplicas") != workload.ready:
@@ -209,30 +204,30 @@ def _rollout_status(
     provider: MetricsProvider | None,
     workload: status.WorkloadState,
     render_settings: render.RenderSettings,
-) -> dict[str, Any]:
-    """Status fields of a canary rollout, advancing it by one tick when one runs."""
+) -> tuple[dict[str, Any], str | None]:
+    """Status fields of a canary rollout, advancing it by one tick when one runs; and the
+    outcome of the analysis that tick ran, if any."""
     now = status.now_rfc3339()
     generation = md.metadata.generation
     fields: dict[str, Any] = {"stableRevision": plan.stable.revision}
     if plan.rejected:
         keep = [c for c in previous.get("conditions", []) if c.get("type") == status.DEGRADED]
         conditions = [c for c in base["conditions"] if c.get("type") != status.DEGRADED] + keep
-        return {**fields, "phase": "RolledBack", "conditions": conditions}
+        return {**fields, "phase": "RolledBack", "conditions": conditions}, None
     if plan.state is None:
-        return {**fields, "canary": None} if previous.get("canary") else fields
+        return ({**fields, "canary": None} if previous.get("canary") else fields), None
     canary_ref = ObjectRef("Deployment", md.metadata.namespace, render.workload_name(md, "canary"))
     if plan.state.phase == "Promoting":
         ready = workload.is_ready
     else:
         ready = status.workload_state(results.get(canary_ref)).is_ready
     new, rollout_fields, analysed = analysis.advance(md, plan, previous, canary_ready=ready, provider=provider, now=now)
-    if analysed is not None:
-        fields["_analysis"] = analysed.value
+    analysed_value = analysed.value if analysed is not None else None
     fields.update(rollout_fields)
     if new.phase in analysis.SETTLED:
         revision = plan.canary.revision if plan.canary else render.revision_of(md.spec, render_settings)
         fields.update(analysis.settled_fields(new, revision, generation, base["conditions"], now))
-        return fields
+        return fields, analysed_value
     message = f"{plan.reason}: {new.reason}" if new.reason else plan.reason
     conditions = status.set_condition(base["conditions"], status.PROGRESSING, True, "Canary", message, generation, now)
-    return {**fields, "conditions": conditions}
+    return {**fields, "conditions": conditions}, analysed_value

@@ -45,10 +45,6 @@ def set_condition(
     return [c for c in conditions if c.get("type") != type_] + [condition]
 
 
-def condition(status: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    return next((c for c in (status or {}).get("conditions", []) if c.get("type") == type_), None)
-
-
 @dataclass(frozen=True)
 class WorkloadState:
     desired: int

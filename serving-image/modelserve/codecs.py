@@ -48,15 +48,6 @@ def datatype(v2_name: str) -> DataType:
         raise InvalidArgument(f"unknown datatype {v2_name!r}; expected one of {', '.join(BY_V2)}") from None
 
 
-def datatype_of_array(array: np.ndarray) -> DataType:
-    if array.dtype.kind in ("O", "S", "U"):
-        return BY_V2["BYTES"]
-    for t in _TYPES:
-        if t.numpy == array.dtype:
-            return t
-    raise InvalidArgument(f"no V2 datatype for numpy dtype {array.dtype}")
-
-
 def element_count(shape: Sequence[int]) -> int:
     count = 1
     for dim in shape:
