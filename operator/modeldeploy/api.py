@@ -41,7 +41,7 @@ DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+LABEL_KEY_PATTERN = cel.LABEL_KEY_REGEX
 
 
 def _number_to_str(value: Any) -> Any:
@@ -56,16 +56,33 @@ Quantity = Annotated[
     str,
     BeforeValidator(_number_to_str),
     StringConstraints(pattern=QUANTITY_PATTERN),
+    # As Kubernetes declares resource.Quantity: exactly these two bare branches (anything
+    # inside them makes the schema non-structural), the pattern beside them.
     WithJsonSchema(
         {
             "x-kubernetes-int-or-string": True,
-            "anyOf": [{"type": "integer"}, {"type": "string", "pattern": QUANTITY_PATTERN}],
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
         }
     ),
 ]
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
 DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, max_length=63)]
-LabelMap = dict[Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=253)], str]
+MAX_MAP_ENTRIES = 64
+# The API server has no patternProperties: keys are checked by CEL (cel.MAP_KEYS_ARE_LABEL_KEYS),
+# with the entry count bounded so the rule's cost estimate stays within the server's budget.
+LabelMap = Annotated[
+    dict[Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=253)], str],
+    Field(max_length=MAX_MAP_ENTRIES),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "maxProperties": MAX_MAP_ENTRIES,
+            **cel.schema_extra(cel.MAP_KEYS_ARE_LABEL_KEYS),
+        }
+    ),
+]
 
 
 def duration_seconds(value: str) -> float:

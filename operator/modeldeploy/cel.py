@@ -88,11 +88,18 @@ CHECK_MIN_LE_MAX = CelRule(
     message="min must be less than or equal to max",
     field_path=".min",
 )
+# The API server allows only the reasons FieldValueInvalid, FieldValueRequired,
+# FieldValueForbidden and FieldValueDuplicate, and a fieldPath only into declared properties
+# (metadata is not declared, so the name rule has none: its message names the field).
 RESOURCE_NAME_LENGTH = CelRule(
     rule="size(self.metadata.name) <= 48",
     message="metadata.name must be at most 48 characters (child names add up to 15)",
-    field_path=".metadata.name",
-    reason="FieldValueTooLong",
+)
+# Kubernetes' qualified-name form: an optional DNS-subdomain prefix and '/', then a name.
+LABEL_KEY_REGEX = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+MAP_KEYS_ARE_LABEL_KEYS = CelRule(
+    rule=f"self.all(k, size(k) <= 253 && k.matches('{LABEL_KEY_REGEX}'))",
+    message="keys must be label keys: [prefix/]name, alphanumerics with - _ . inside, at most 253 characters",
 )
 SPEC_REPLICAS_WITH_AUTOSCALING = CelRule(
     rule="!has(self.autoscaling) || !has(self.replicas)",

@@ -45,7 +45,10 @@ def test_examples_are_accepted(namespace: str, path: Path) -> None:
             {"replicas": 2, "autoscaling": {"maxReplicas": 3, "targetCPUUtilization": 50}},
             "either replicas or autoscaling",
         ),
-        ({"replicaz": 2}, "unknown field"),
+        ({"replicaz": 2}, ".spec.replicaz: field not declared in schema"),
+        ({"pod": {"labels": {"-bad": "x"}}}, "keys must be label keys"),
+        ({"resources": {"limits": {"cpu": "two"}}}, "spec.resources.limits.cpu"),
+        ({"model": {"name": "m", "storageUri": "ftp://host/m"}}, "spec.model.storageUri"),
     ],
 )
 def test_invalid_specs_are_rejected_with_a_clear_message(namespace: str, spec: dict, message: str) -> None:

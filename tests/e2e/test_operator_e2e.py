@@ -51,7 +51,7 @@ def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "conditi
 
 
 def get(kind: str, ns: str, name: str) -> dict[str, Any] | None:
-    result = kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
+    result = kubectl("get", kind, name, "-n", ns, "-o", "json", "--show-managed-fields", check=False)
     return yaml.safe_load(result.stdout) if result.returncode == 0 else None
 
 
@@ -68,7 +68,7 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
 def test_example_reconciles_into_owned_children_and_status(operator_namespace: str) -> None:
     ns = operator_namespace
     kubectl("apply", "--server-side", "-n", ns, "-f", str(ROOT / "examples" / "gpu-autoscaling.yaml"))
-    md = kubectl_json("get", "md", "resnet50", "-n", ns)
+    md = kubectl_json("get", "md", "resnet50", "-n", ns, "--show-managed-fields")
     for kind in ("deployment", "service", "hpa", "pdb"):
         child = wait_for(lambda kind=kind: get(kind, ns, "resnet50"), what=f"{kind}/resnet50")
         (owner,) = child["metadata"]["ownerReferences"]
@@ -82,7 +82,7 @@ def test_example_reconciles_into_owned_children_and_status(operator_namespace: s
     assert condition({"status": status}, "Progressing")["status"] == "True"  # pods never start here
     assert condition({"status": status}, "Ready")["status"] == "False"
     assert status["url"].startswith("http://resnet50.")
-    md = kubectl_json("get", "md", "resnet50", "-n", ns)
+    md = kubectl_json("get", "md", "resnet50", "-n", ns, "--show-managed-fields")
     assert not any(
         m["manager"] == "modeldeploy" and "f:spec" in m.get("fieldsV1", {}) for m in md["metadata"]["managedFields"]
     ), "the operator must never own spec fields"

@@ -94,6 +94,42 @@ def test_root_rule_limits_name_length(name: str, accepted: bool) -> None:
     assert bool(result) is accepted
 
 
+@pytest.mark.parametrize("field", ["nodeSelector", "labels", "annotations"])
+@pytest.mark.parametrize(
+    ("key", "accepted"),
+    [
+        ("app", True),
+        ("nvidia.com/gpu.product", True),
+        ("example.com/a_b-c.d", True),
+        ("a" * 63, True),
+        ("-leading", False),
+        ("trailing.", False),
+        ("Upper.Case/x", False),
+        ("two/slashes/x", False),
+        ("sp ace", False),
+        ("", False),
+        ("p" * 250 + "/xyz", False),
+    ],
+)
+def test_map_key_rule_agrees_with_pydantic(field: str, key: str, accepted: bool) -> None:
+    assert cel_accepts(["spec", "pod", field], {key: "v"}) is accepted
+    assert pydantic_accepts(api.PodSettings, {field: {key: "v"}}) is accepted
+
+
+def test_maps_are_bounded_for_the_rule_cost() -> None:
+    for field in ("nodeSelector", "labels", "annotations"):
+        assert _schema_at(["spec", "pod", field])["maxProperties"] == api.MAX_MAP_ENTRIES
+    too_many = {f"k{i}": "v" for i in range(api.MAX_MAP_ENTRIES + 1)}
+    assert not pydantic_accepts(api.PodSettings, {"labels": too_many})
+
+
+def test_only_reasons_and_field_paths_the_api_server_accepts() -> None:
+    allowed = {"FieldValueInvalid", "FieldValueRequired", "FieldValueForbidden", "FieldValueDuplicate"}
+    for rule in _all_rules(crd.openapi_schema()):
+        assert rule.get("reason", "FieldValueInvalid") in allowed, rule
+        assert not rule.get("fieldPath", ".x").startswith(".metadata"), rule
+
+
 def _all_rules(node: Any) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     if isinstance(node, dict):
