@@ -9,7 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from modelserve.errors import InvalidArgument
+from modelserve.errors import InvalidArgument, clip
+
+MAX_DIMS = 64  # numpy's limit, and far more than any model has
+MAX_ELEMENTS = 1 << 62  # product of the non-zero dimensions: above it numpy cannot even describe the shape
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ def datatype(v2_name: str) -> DataType:
     try:
         return BY_V2[v2_name]
     except KeyError:
-        raise InvalidArgument(f"unknown datatype {v2_name!r}; expected one of {', '.join(BY_V2)}") from None
+        raise InvalidArgument(f"unknown datatype {clip(v2_name)!r}; expected one of {', '.join(BY_V2)}") from None
 
 
 def element_count(shape: Sequence[int]) -> int:
@@ -56,10 +59,18 @@ def element_count(shape: Sequence[int]) -> int:
 
 
 def check_shape(name: str, shape: Any) -> list[int]:
+    """A shape a tensor can have: at most 64 non-negative dimensions whose product numpy can hold."""
     if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-        raise InvalidArgument(f"input '{name}': shape must be a list of integers, got {shape!r}")
+        raise InvalidArgument(f"input '{name}': shape must be a list of integers, got {clip(shape)}")
+    if len(shape) > MAX_DIMS:
+        raise InvalidArgument(f"input '{name}': shape has {len(shape)} dimensions; at most {MAX_DIMS} are supported")
     if any(d < 0 for d in shape):
-        raise InvalidArgument(f"input '{name}': shape {list(shape)} has a negative dimension")
+        raise InvalidArgument(f"input '{name}': shape {clip(list(shape))} has a negative dimension")
+    product = 1
+    for dim in shape:
+        product *= max(dim, 1)
+        if product > MAX_ELEMENTS:
+            raise InvalidArgument(f"input '{name}': shape {clip(list(shape))} is too large for any tensor")
     return list(shape)
 
 
@@ -76,10 +87,14 @@ def serialize_bytes_tensor(array: np.ndarray) -> bytes:
 
 
 def deserialize_bytes_tensor(name: str, buffer: bytes | memoryview, count: int) -> np.ndarray:
-    items: list[bytes] = []
     view = memoryview(buffer)
+    if count * 4 > len(view):  # every element costs at least its 4-byte length: check before any work
+        raise InvalidArgument(f"input '{name}': {count} BYTES elements cannot fit in {len(view)} bytes of data")
+    items: list[bytes] = []
     offset = 0
     while offset < len(view):
+        if len(items) == count:
+            raise InvalidArgument(f"input '{name}': more than {count} BYTES elements in the data")
         if offset + 4 > len(view):
             raise InvalidArgument(f"input '{name}': truncated BYTES element length at offset {offset}")
         (length,) = struct.unpack_from("<I", view, offset)
@@ -162,7 +177,7 @@ def tensor_from_json(name: str, dtype: DataType, shape: list[int], data: Any) ->
         out = np.empty(count, dtype=np.object_)
         for i, item in enumerate(flat):
             if not isinstance(item, str):
-                raise InvalidArgument(f"input '{name}': BYTES elements must be strings in JSON, got {item!r}")
+                raise InvalidArgument(f"input '{name}': BYTES elements must be strings in JSON, got {clip(item)}")
             out[i] = item.encode()
         return out.reshape(shape)
     array = _numeric_array(name, dtype, data)

@@ -13,6 +13,7 @@ from typing import Any
 
 from google.protobuf import descriptor, text_format
 
+from modelserve import repopaths
 from modelserve.codecs import BY_CONFIG, DataType
 from modelserve.errors import ModelLoadError
 from modelserve.proto import model_config_pb2 as mc
@@ -64,10 +65,10 @@ def parse_config_text(text: str, source: str) -> mc.ModelConfig:
 
 
 def load_config_file(model_dir: Path) -> mc.ModelConfig | None:
+    """The model directory's config.pbtxt (a regular UTF-8 file inside the repository), or None."""
     path = model_dir / "config.pbtxt"
-    if not path.exists():
-        return None
-    return parse_config_text(path.read_text(), str(path))
+    text = repopaths.read_config_text(model_dir.parent, path)
+    return None if text is None else parse_config_text(text, str(path))
 
 
 def parameter(config: mc.ModelConfig, key: str, default: str = "") -> str:

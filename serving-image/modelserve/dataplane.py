@@ -15,7 +15,7 @@ import numpy as np
 
 from modelserve import __version__
 from modelserve import config as cfg
-from modelserve.errors import InferenceFailed, InvalidArgument, ServeError, Unavailable
+from modelserve.errors import ControlModeRefused, InferenceFailed, InvalidArgument, ServeError, Unavailable, clip
 from modelserve.faults import FaultInjector
 from modelserve.metrics import ModelStats
 from modelserve.repository import ModelVersion, Repository
@@ -127,7 +127,7 @@ class DataPlane:
         except ServeError:
             raise
         except Exception as exc:
-            raise InvalidArgument(f"failed to load '{name}': {exc}") from None
+            raise InvalidArgument(f"failed to load '{clip(name)}': {exc}") from None
 
     async def unload_model(self, name: str) -> None:
         self._check_explicit("unload")
@@ -135,7 +135,9 @@ class DataPlane:
 
     def _check_explicit(self, what: str) -> None:
         if self.repository.settings.control_mode != "explicit":
-            raise Unavailable(f"explicit model {what} is not allowed unless --model-control-mode=explicit")
+            raise ControlModeRefused(
+                f"explicit model load / unload is not allowed unless --model-control-mode=explicit (refused {what})"
+            )
 
     # --- statistics extension ---
 
@@ -226,7 +228,7 @@ class DataPlane:
         unknown = set(given) - set(declared)
         if unknown:
             raise InvalidArgument(
-                f"unexpected input {sorted(unknown)[0]!r} for model '{mv.name}' (expects: {', '.join(declared)})"
+                f"unexpected input {clip(sorted(unknown)[0])!r} for model '{mv.name}' (expects: {', '.join(declared)})"
             )
         missing = [n for n, t in declared.items() if n not in given and not t.optional]
         if missing:
@@ -270,7 +272,9 @@ class DataPlane:
             return names
         for out in request.outputs:
             if out.name not in names:
-                raise InvalidArgument(f"unknown output '{out.name}' for model '{mv.name}' (has: {', '.join(names)})")
+                raise InvalidArgument(
+                    f"unknown output '{clip(out.name)}' for model '{mv.name}' (has: {', '.join(names)})"
+                )
         return [o.name for o in request.outputs]
 
     @staticmethod

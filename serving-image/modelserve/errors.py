@@ -1,8 +1,38 @@
-"""Errors the data plane raises; REST and gRPC map each to their own status."""
+"""Errors the data plane raises; REST and gRPC map each to their own status.
+
+This is the one error mapping: every client mistake is a `ServeError` subclass with a
+4xx status and an INVALID_ARGUMENT-class gRPC code; only the server's own faults are
+5xx / INTERNAL. Messages are one line, and whatever a client sent is echoed clipped.
+"""
 
 from __future__ import annotations
 
 import grpc
+
+ECHO_LIMIT = 100  # characters of a client-supplied name or value echoed in a message
+MESSAGE_LIMIT = 1000  # characters of any error message
+
+
+def clip(value: object, limit: int = ECHO_LIMIT) -> str:
+    """A client-supplied value as it may appear in a message: one line, at most `limit` characters."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        text = bytes(value[: limit * 4]).decode("utf-8", errors="replace")
+    else:
+        text = value if isinstance(value, str) else _safe_repr(value, limit)
+    text = one_line(text[: limit + 1])
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _safe_repr(value: object, limit: int) -> str:
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # a ~1000-deep list, a huge int
+        return f"<{type(value).__name__}>"
+    return text[: limit * 4]
+
+
+def one_line(text: str) -> str:
+    return "".join(" " if ch in "\r\n\t\v\f\0" else ch for ch in text)
 
 
 class ServeError(Exception):
@@ -12,6 +42,9 @@ class ServeError(Exception):
     grpc_code = grpc.StatusCode.INTERNAL
 
     def __init__(self, message: str) -> None:
+        message = one_line(message)
+        if len(message) > MESSAGE_LIMIT:
+            message = f"{message[: MESSAGE_LIMIT - 3]}..."
         super().__init__(message)
         self.message = message
 
@@ -21,9 +54,40 @@ class InvalidArgument(ServeError):
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class PayloadTooLarge(ServeError):
+    """A body or message (compressed or inflated) over the configured limit."""
+
+    http_status = 413
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class UnsupportedMediaType(ServeError):
+    """A Content-Encoding the server does not decode."""
+
+    http_status = 415
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+
+
 class NotFound(ServeError):
     http_status = 404
     grpc_code = grpc.StatusCode.NOT_FOUND
+
+
+class Forbidden(ServeError):
+    """A restricted API called without the configured header key and value."""
+
+    http_status = 403
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ControlModeRefused(ServeError):
+    """Load/unload outside --model-control-mode=explicit: permanent, so never 503.
+
+    HTTP 400; over gRPC Triton answers UNAVAILABLE, and tritonclient users match on it.
+    """
+
+    http_status = 400
+    grpc_code = grpc.StatusCode.UNAVAILABLE
 
 
 class Unavailable(ServeError):
@@ -42,3 +106,16 @@ class InferenceFailed(ServeError):
 
 class ModelLoadError(Exception):
     """A model (or its config) could not be loaded; the message names the field or file."""
+
+
+def client_fault(exc: BaseException, what: str) -> ServeError:
+    """An error raised while decoding a client's request: the request's fault, never the server's.
+
+    Decoding depends on nothing but the request, so whatever escapes the codecs' own checks
+    (a numpy limit, a recursion limit) is still a 400 / INVALID_ARGUMENT.
+    """
+    if isinstance(exc, ServeError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return PayloadTooLarge(f"{what}: the request needs more memory than the server grants one request")
+    return InvalidArgument(f"{what}: {type(exc).__name__}: {clip(str(exc), 200)}")

@@ -6,6 +6,7 @@ for why the messages live in another protobuf package). They only translate.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -16,12 +17,13 @@ from google.protobuf.message import DecodeError
 
 from modelserve import codecs
 from modelserve.dataplane import DataPlane, InferInput, InferRequest, InferResponse, RequestedOutput
-from modelserve.errors import InvalidArgument, ServeError
+from modelserve.errors import InvalidArgument, ServeError, client_fault, clip
 from modelserve.proto import grpc_service_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
+THREAD_DECODE_BYTES = 1 << 20  # larger messages are parsed and decoded on a worker thread
 
 
 def _param_value(param: pb.InferParameter) -> Any:
@@ -35,12 +37,13 @@ def decode_infer_request(msg: pb.ModelInferRequest) -> InferRequest:
         raise InvalidArgument(f"{len(raw)} raw_input_contents for {len(msg.inputs)} inputs; send one per input")
     inputs: list[InferInput] = []
     for index, tensor in enumerate(msg.inputs):
+        label = clip(tensor.name)
         dtype = codecs.datatype(tensor.datatype)
-        shape = codecs.check_shape(tensor.name, list(tensor.shape))
+        shape = codecs.check_shape(label, list(tensor.shape))
         if raw:
-            array = codecs.tensor_from_raw(tensor.name, dtype, shape, raw[index])
+            array = codecs.tensor_from_raw(label, dtype, shape, raw[index])
         else:
-            array = codecs.tensor_from_contents(tensor.name, dtype, shape, tensor.contents)
+            array = codecs.tensor_from_contents(label, dtype, shape, tensor.contents)
         inputs.append(InferInput(tensor.name, dtype.v2, shape, array))
     return InferRequest(
         model=msg.model_name,
@@ -50,6 +53,22 @@ def decode_infer_request(msg: pb.ModelInferRequest) -> InferRequest:
         outputs=[RequestedOutput(o.name, binary=True) for o in msg.outputs],
         parameters={k: _param_value(v) for k, v in msg.parameters.items()},
     )
+
+
+def parse_infer_request(raw: bytes) -> InferRequest:
+    """Wire bytes to a decoded request; whatever goes wrong is the client's fault."""
+    try:
+        return decode_infer_request(pb.ModelInferRequest.FromString(raw))
+    except DecodeError as exc:
+        raise InvalidArgument(f"malformed ModelInferRequest protobuf: {exc}") from None
+    except Exception as exc:  # decoding depends on the request alone
+        raise client_fault(exc, "cannot decode the inference request") from None
+
+
+async def parse_infer_request_async(raw: bytes) -> InferRequest:
+    if len(raw) > THREAD_DECODE_BYTES:  # health and other clients never wait on a large message
+        return await asyncio.to_thread(parse_infer_request, raw)
+    return parse_infer_request(raw)
 
 
 def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
@@ -101,19 +120,25 @@ class InferenceServicer:
         await self.dp.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        return encode_infer_response(await self.dp.infer(decode_infer_request(request)))
+    async def ModelInfer(self, raw: bytes, context: Any) -> pb.ModelInferResponse:
+        request = await parse_infer_request_async(raw)
+        del raw  # the decoded tensors are all that is needed from here on
+        return encode_infer_response(await self.dp.infer(request))
 
-    async def ModelStreamInfer(
-        self, requests: AsyncIterator[pb.ModelInferRequest], context: Any
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        async for request in requests:
+    async def ModelStreamInfer(self, messages: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+        """One response per message; a bad message answers with error_message and the stream goes on."""
+        async for raw in messages:
             try:
-                response = await self.dp.infer(decode_infer_request(request))
+                request = await parse_infer_request_async(raw)
+                del raw
+                reply = pb.ModelStreamInferResponse(infer_response=encode_infer_response(await self.dp.infer(request)))
             except ServeError as exc:
-                yield pb.ModelStreamInferResponse(error_message=exc.message)
-                continue
-            yield pb.ModelStreamInferResponse(infer_response=encode_infer_response(response))
+                reply = pb.ModelStreamInferResponse(error_message=exc.message)
+            except Exception as exc:
+                log.exception("unhandled error in ModelStreamInfer")
+                reply = pb.ModelStreamInferResponse(error_message=f"internal error: {type(exc).__name__}")
+            request = None
+            yield reply.SerializeToString()
 
 
 UNARY: dict[str, tuple[type[Any], type[Any]]] = {
@@ -122,7 +147,7 @@ UNARY: dict[str, tuple[type[Any], type[Any]]] = {
     "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
     "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
     "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-    "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
+    "ModelInfer": (bytes, pb.ModelInferResponse),
     "ModelConfig": (pb.ModelConfigRequest, pb.ModelConfigResponse),
     "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse),
     "RepositoryIndex": (pb.RepositoryIndexRequest, pb.RepositoryIndexResponse),
@@ -141,18 +166,25 @@ def _guard(
     An unexpected error costs one call only.
     """
 
+    raw_request = request_type is bytes  # the method parses (and decodes) the bytes itself
+
     async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         try:
+            if raw_request:
+                return await method(raw, context)
             try:
                 request = request_type.FromString(raw)
             except DecodeError as exc:
                 raise InvalidArgument(f"malformed {request_type.__name__} protobuf: {exc}") from None
             return await method(request, context)
         except ServeError as exc:
-            await context.abort(exc.grpc_code, exc.message)
+            code, message = exc.grpc_code, exc.message
         except Exception as exc:
             log.exception("unhandled error in gRPC handler")
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {clip(str(exc), 300)}"
+        # aborted outside the except block, the request's bytes and tensors are not kept alive by a traceback
+        request = None
+        await context.abort(code, message)
 
     return handler
 
@@ -165,11 +197,7 @@ def generic_handler(dataplane: DataPlane) -> grpc.GenericRpcHandler:
         )
         for name, (req, resp) in UNARY.items()
     }
-    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-        servicer.ModelStreamInfer,
-        request_deserializer=pb.ModelInferRequest.FromString,
-        response_serializer=pb.ModelStreamInferResponse.SerializeToString,
-    )
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(servicer.ModelStreamInfer)
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelserve import config as cfg
-from modelserve import optimize, runtime
+from modelserve import optimize, repopaths, runtime
 from modelserve.batching import BatchTiming, DynamicBatcher
-from modelserve.errors import InvalidArgument, ModelLoadError, NotFound, Unavailable
+from modelserve.errors import InvalidArgument, ModelLoadError, NotFound, ServeError, Unavailable, clip
 from modelserve.metrics import ModelStats
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,17 @@ class ModelEntry:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-def _available_versions(model_dir: Path, filename: str) -> list[int]:
+def _available_versions(root: Path, model_dir: Path, filename: str) -> list[int]:
+    """Version directories holding the model file; ones that lead outside the repository do not count."""
+    resolved_root = root.resolve()
     return sorted(
-        int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and (p / filename).is_file()
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.name.isdigit()
+        and len(p.name) < 19
+        and repopaths.inside(resolved_root, p / filename)
+        and p.is_dir()
+        and (p / filename).is_file()
     )
 
 
@@ -88,7 +96,12 @@ class Repository:
         root = self.settings.root
         if not root.is_dir():
             raise ModelLoadError(f"--model-repository {root} is not a directory")
-        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        resolved = root.resolve()
+        return sorted(
+            p.name
+            for p in root.iterdir()
+            if not p.name.startswith(".") and repopaths.inside(resolved, p) and p.is_dir()
+        )
 
     async def load_startup_models(self) -> None:
         names = self.scan() if self.settings.control_mode == "none" else list(self.settings.startup_models)
@@ -97,17 +110,24 @@ class Repository:
             await self.load(name, raise_errors=False)
 
     def _load_sync(self, name: str) -> list[tuple[int, cfg.ModelConfig, runtime.OnnxModel]]:
-        model_dir = self.settings.root / name
-        if not model_dir.is_dir():
-            raise ModelLoadError(f"model '{name}' is not in the repository {self.settings.root}")
+        try:
+            return self._load_versions(name)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # whatever a bad model does, it is that model's load error
+            raise ModelLoadError(f"model '{name}': {type(exc).__name__}: {clip(str(exc), 300)}") from None
+
+    def _load_versions(self, name: str) -> list[tuple[int, cfg.ModelConfig, runtime.OnnxModel]]:
+        root = self.settings.root
+        model_dir = repopaths.model_dir(root, name)
         declared = cfg.load_config_file(model_dir) or cfg.ModelConfig()
         filename = declared.default_model_filename or "model.onnx"
-        available = _available_versions(model_dir, filename)
+        available = _available_versions(root, model_dir, filename)
         if not available:
             raise ModelLoadError(f"{model_dir}: no version directory with {filename} (expected {name}/1/{filename})")
         loaded = []
         for version in select_versions(declared.version_policy, available):
-            path = model_dir / str(version) / filename
+            path = repopaths.model_file(root, model_dir / str(version) / filename)
             io = runtime.probe_io(path)
             config = cfg.complete_and_check(
                 declared,
@@ -142,6 +162,15 @@ class Repository:
 
     async def load(self, name: str, *, raise_errors: bool = True) -> None:
         """(Re)load a model; its old versions keep serving until the new ones are ready."""
+        try:
+            repopaths.check_model_name(name)
+        except ServeError as exc:
+            log.error("refused to load model %r: %s", clip(name), exc.message)
+            if name in self.models:
+                self.models[name].reason = exc.message
+            if raise_errors:
+                raise
+            return
         entry = self.models.setdefault(name, ModelEntry(name))
         async with entry.lock:
             previous_state = entry.state
@@ -172,7 +201,7 @@ class Repository:
     async def unload(self, name: str) -> None:
         entry = self.models.get(name)
         if entry is None:
-            raise NotFound(f"model '{name}' is not loaded")
+            raise NotFound(f"model '{clip(name)}' is not loaded")
         async with entry.lock:
             entry.state = "UNLOADING"
             versions, entry.versions = entry.versions, {}
@@ -188,17 +217,17 @@ class Repository:
     def get(self, name: str, version: str = "") -> ModelVersion:
         entry = self.models.get(name)
         if entry is None:
-            raise NotFound(f"unknown model '{name}'")
+            raise NotFound(f"unknown model '{clip(name)}'")
         if not entry.versions:
             detail = f": {entry.reason}" if entry.reason else ""
             raise Unavailable(f"model '{name}' is not ready ({entry.state}){detail}")
         if not version:
             return entry.versions[max(entry.versions)]
-        if not version.isdigit():
-            raise InvalidArgument(f"model version must be a positive integer, got '{version}'")
+        if not version.isdigit() or len(version) > 18:
+            raise InvalidArgument(f"model version must be a positive integer, got '{clip(version)}'")
         found = entry.versions.get(int(version))
         if found is None:
-            raise NotFound(f"unknown version {version} of model '{name}' (loaded: {sorted(entry.versions)})")
+            raise NotFound(f"unknown version {clip(version)} of model '{name}' (loaded: {sorted(entry.versions)})")
         return found
 
     def ready(self, name: str, version: str = "") -> bool:

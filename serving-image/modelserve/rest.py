@@ -5,10 +5,9 @@ It only translates: HTTP + JSON (+ binary tensor data) in, data plane call, HTTP
 
 from __future__ import annotations
 
-import gzip
+import asyncio
 import logging
 import re
-import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,8 +16,9 @@ import orjson
 
 from modelserve import codecs
 from modelserve import config as cfg
+from modelserve.bodies import parse_length, read_body
 from modelserve.dataplane import DataPlane, InferInput, InferRequest, InferResponse, RequestedOutput
-from modelserve.errors import InvalidArgument, NotFound, ServeError
+from modelserve.errors import InvalidArgument, NotFound, ServeError, client_fault, clip
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ HEADER_LENGTH = "inference-header-content-length"
 MODEL_ROUTE = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/[a-z]+)?$")
 REPO_ROUTE = re.compile(r"^/v2/repository/models/(?P<name>[^/]+)/(?P<action>load|unload)$")
 JSON_HEADERS = [(b"content-type", b"application/json")]
+THREAD_DECODE_BYTES = 1 << 20
 
 
 class Response:
@@ -69,33 +70,7 @@ class RestApp:
         await send({"type": "http.response.body", "body": response.body})
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise InvalidArgument(f"request body of {int(declared)} bytes exceeds the {self.max_body_bytes} byte limit")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise InvalidArgument("client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise InvalidArgument(f"request body exceeds the {self.max_body_bytes} byte limit")
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        encoding = headers.get(b"content-encoding", b"").lower()
-        try:
-            if encoding == b"gzip":
-                body = gzip.decompress(body)
-            elif encoding == b"deflate":
-                body = zlib.decompress(body)
-        except (OSError, zlib.error) as exc:
-            raise InvalidArgument(f"cannot decompress {encoding.decode()} body: {exc}") from None
-        return body
+        return await read_body(dict(scope["headers"]), receive, self.max_body_bytes)
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
         method, path = scope["method"], scope["path"].rstrip("/") or "/"
@@ -110,7 +85,7 @@ class RestApp:
             if path == "/v2/models/stats":
                 return json_response(dp.statistics())
         if path == "/v2/repository/index" and method == "POST":
-            body = self._json(await self._read_body(scope, receive), allow_empty=True)
+            body = parse_json(await self._read_body(scope, receive), allow_empty=True)
             return json_response(dp.repository_index(bool(body.get("ready", False))))
         match = REPO_ROUTE.match(path)
         if match and method == "POST":
@@ -122,12 +97,12 @@ class RestApp:
             return Response(200)
         match = MODEL_ROUTE.match(path)
         if match is None:
-            raise NotFound(f"no route for {method} {path}")
+            raise NotFound(f"no route for {method} {clip(path)}")
         name, version, action = match["name"], match["version"] or "", match["action"] or ""
         if method == "POST" and action == "/infer":
             return await self._infer(name, version, scope, await self._read_body(scope, receive))
         if method != "GET":
-            raise NotFound(f"no route for {method} {path}")
+            raise NotFound(f"no route for {method} {clip(path)}")
         if action == "":
             return json_response(dp.model_metadata(name, version))
         if action == "/ready":
@@ -136,34 +111,44 @@ class RestApp:
             return json_response(cfg.message_to_json(dp.model_config(name, version)))
         if action == "/stats":
             return json_response(dp.statistics(name, version))
-        raise NotFound(f"no route for {method} {path}")
-
-    @staticmethod
-    def _json(raw: bytes, allow_empty: bool = False) -> dict[str, Any]:
-        if not raw and allow_empty:
-            return {}
-        try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidArgument(f"malformed JSON in request body: {exc}") from None
-        if not isinstance(payload, dict):
-            raise InvalidArgument("request body must be a JSON object")
-        return payload
+        raise NotFound(f"no route for {method} {clip(path)}")
 
     async def _infer(self, name: str, version: str, scope: Scope, body: bytes) -> Response:
         header_length = dict(scope["headers"]).get(HEADER_LENGTH.encode())
-        if header_length is not None:
-            if not header_length.isdigit() or int(header_length) > len(body):
-                raise InvalidArgument(
-                    f"Inference-Header-Content-Length {header_length.decode()!r} is not within the body"
-                )
-            split = int(header_length)
-            payload, binary = self._json(body[:split]), memoryview(body)[split:]
+        split = None if header_length is None else parse_length(header_length, "Inference-Header-Content-Length")
+        if split is not None and split > len(body):
+            raise InvalidArgument(f"Inference-Header-Content-Length {split} is beyond the {len(body)} byte body")
+        if len(body) > THREAD_DECODE_BYTES:  # a large body decodes on a worker thread: health never waits on it
+            payload, request = await asyncio.to_thread(decode_body, name, version, body, split)
         else:
-            payload, binary = self._json(body), memoryview(b"")
-        request = decode_infer_request(name, version, payload, binary)
+            payload, request = decode_body(name, version, body, split)
         response = await self.dataplane.infer(request)
         return encode_infer_response(request, response, payload)
+
+
+def parse_json(raw: bytes | memoryview, allow_empty: bool = False) -> dict[str, Any]:
+    if not raw and allow_empty:
+        return {}
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"malformed JSON in request body: {exc}") from None
+    if not isinstance(payload, dict):
+        raise InvalidArgument("request body must be a JSON object")
+    return payload
+
+
+def decode_body(name: str, version: str, body: bytes, split: int | None) -> tuple[dict[str, Any], InferRequest]:
+    """JSON header (+ binary tensor data after `split` bytes) to a request; any failure is the client's."""
+    try:
+        if split is not None:
+            view = memoryview(body)
+            payload, binary = parse_json(view[:split]), view[split:]
+        else:
+            payload, binary = parse_json(body), memoryview(b"")
+        return payload, decode_infer_request(name, version, payload, binary)
+    except Exception as exc:  # decoding depends on the request alone
+        raise client_fault(exc, "cannot decode the inference request") from None
 
 
 def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
@@ -183,20 +168,21 @@ def decode_infer_request(name: str, version: str, payload: dict[str, Any], binar
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidArgument(f"inputs[{index}] must be an object with a string 'name'")
         tensor_name = item["name"]
+        label = clip(tensor_name)
         if not isinstance(item.get("datatype"), str):
-            raise InvalidArgument(f"input '{tensor_name}': 'datatype' must be a string")
+            raise InvalidArgument(f"input '{label}': 'datatype' must be a string")
         dtype = codecs.datatype(item["datatype"])
-        shape = codecs.check_shape(tensor_name, item.get("shape"))
-        size = _parameters(item, f"input '{tensor_name}'").get("binary_data_size")
+        shape = codecs.check_shape(label, item.get("shape"))
+        size = _parameters(item, f"input '{label}'").get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
-                raise InvalidArgument(f"input '{tensor_name}': binary_data_size {size!r} is not within the binary data")
-            array = codecs.tensor_from_raw(tensor_name, dtype, shape, binary[offset : offset + size])
+                raise InvalidArgument(f"input '{label}': binary_data_size {clip(size)} is not within the binary data")
+            array = codecs.tensor_from_raw(label, dtype, shape, binary[offset : offset + size])
             offset += size
         elif "data" in item:
-            array = codecs.tensor_from_json(tensor_name, dtype, shape, item["data"])
+            array = codecs.tensor_from_json(label, dtype, shape, item["data"])
         else:
-            raise InvalidArgument(f"input '{tensor_name}': no 'data' and no binary_data_size")
+            raise InvalidArgument(f"input '{label}': no 'data' and no binary_data_size")
         inputs.append(InferInput(tensor_name, dtype.v2, shape, array))
     if offset != len(binary):
         raise InvalidArgument(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
@@ -209,17 +195,27 @@ def decode_infer_request(name: str, version: str, payload: dict[str, Any], binar
     for index, item in enumerate(outputs_json):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidArgument(f"outputs[{index}] must be an object with a string 'name'")
-        params = _parameters(item, f"output '{item['name']}'")
+        params = _parameters(item, f"output '{clip(item['name'])}'")
         outputs.append(RequestedOutput(item["name"], bool(params.get("binary_data", binary_default))))
-    request_id = payload.get("id", "")
     return InferRequest(
         model=name,
         version=version,
-        id=request_id if isinstance(request_id, str) else str(request_id),
+        id=_request_id(payload.get("id")),
         inputs=inputs,
         outputs=outputs,
         parameters=request_params,
     )
+
+
+def _request_id(value: Any) -> str:
+    """The request `id`: a string as the protocol says; a number is accepted as its text."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise InvalidArgument(f"'id' must be a string, got a JSON {type(value).__name__}")
 
 
 def encode_infer_response(request: InferRequest, response: InferResponse, payload: dict[str, Any]) -> Response:

@@ -115,7 +115,7 @@ def test_binary_data_length_mismatch(client: httpx.Client) -> None:
 
 def test_body_over_limit(client: httpx.Client) -> None:
     response = client.post("/v2/models/simple/infer", content=b" " * (MAX_BODY + 1))
-    assert response.status_code == 400 and "limit" in response.json()["error"]
+    assert response.status_code == 413 and "limit" in response.json()["error"]
     assert client.get("/v2/health/live").status_code == 200
 
 
