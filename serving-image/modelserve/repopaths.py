@@ -38,11 +38,16 @@ def inside(root: Path, path: Path) -> bool:
     return resolved == root or root in resolved.parents
 
 
+def is_model_dir(root: Path, name: str) -> bool:
+    path = root / name
+    return inside(root.resolve(), path) and path.is_dir()
+
+
 def model_dir(root: Path, name: str) -> Path:
     """The model's directory; the same error for one that is missing and one that leads outside."""
     check_model_name(name)
     path = root / name
-    if not inside(root.resolve(), path) or not path.is_dir():
+    if not is_model_dir(root, name):
         raise ModelLoadError(f"model '{name}' is not in the repository")
     return path
 

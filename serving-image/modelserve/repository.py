@@ -180,7 +180,7 @@ class Repository:
             except ModelLoadError as exc:
                 entry.state = previous_state if entry.versions else "UNAVAILABLE"
                 entry.reason = str(exc)
-                if not entry.required and not (self.settings.root / name).is_dir():
+                if not entry.required and not repopaths.is_model_dir(self.settings.root, name):
                     del self.models[name]
                 log.error("failed to load model '%s': %s", name, exc)
                 if raise_errors:
