@@ -59,6 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--http-max-body-bytes", type=int, default=64 * 1024 * 1024, help="largest HTTP body and gRPC message accepted"
     )
+    p.add_argument(
+        "--http-restricted-api",
+        action="append",
+        default=[],
+        metavar="API[,API...]:KEY=VALUE",
+        help="serve these HTTP APIs (health, metadata, inference, model-config, model-repository, statistics)"
+        " only to requests with header KEY: VALUE; repeatable, one group per API",
+    )
+    p.add_argument(
+        "--grpc-restricted-protocol",
+        action="append",
+        default=[],
+        metavar="PROTOCOL[,PROTOCOL...]:KEY=VALUE",
+        help="the same for gRPC calls, with metadata KEY",
+    )
     g = p.add_argument_group("per-model overrides (win over config.pbtxt; set by the operator)")
     g.add_argument("--max-batch-size", type=int, help="dynamic batching limit; 0 disables batching")
     g.add_argument("--max-queue-delay-us", type=int, help="batching window in microseconds")
@@ -153,6 +168,14 @@ def _run_server(args: argparse.Namespace) -> int:
         ),
         cache_dir=args.cache_dir,
     )
+    from modelserve.restrictions import Restrictions
+
+    try:
+        http_restrictions = Restrictions.parse(args.http_restricted_api, "--http-restricted-api")
+        grpc_restrictions = Restrictions.parse(args.grpc_restricted_protocol, "--grpc-restricted-protocol")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options = server.ServerOptions(
         http_address=args.http_address,
         http_port=args.http_port,
@@ -161,6 +184,8 @@ def _run_server(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         exit_timeout_secs=args.exit_timeout_secs,
         max_body_bytes=args.http_max_body_bytes,
+        http_restrictions=http_restrictions,
+        grpc_restrictions=grpc_restrictions,
     )
     try:
         faults = FaultInjector.from_env()

@@ -19,6 +19,7 @@ from modelserve import codecs
 from modelserve.dataplane import DataPlane, InferInput, InferRequest, InferResponse, RequestedOutput
 from modelserve.errors import InvalidArgument, ServeError, client_fault, clip
 from modelserve.proto import grpc_service_pb2 as pb
+from modelserve.restrictions import Restrictions
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,9 @@ def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
 
 
 class InferenceServicer:
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, restrictions: Restrictions | None = None) -> None:
         self.dp = dataplane
+        self.restrictions = restrictions or Restrictions()
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self.dp.live())
@@ -127,6 +129,10 @@ class InferenceServicer:
 
     async def ModelStreamInfer(self, messages: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
         """One response per message; a bad message answers with error_message and the stream goes on."""
+        try:
+            check_restricted(self.restrictions, "inference", context)
+        except ServeError as exc:
+            await context.abort(exc.grpc_code, exc.message)
         async for raw in messages:
             try:
                 request = await parse_infer_request_async(raw)
@@ -156,8 +162,35 @@ UNARY: dict[str, tuple[type[Any], type[Any]]] = {
 }
 
 
+API_OF = {
+    "ServerLive": "health",
+    "ServerReady": "health",
+    "ModelReady": "health",
+    "ServerMetadata": "metadata",
+    "ModelMetadata": "metadata",
+    "ModelInfer": "inference",
+    "ModelStreamInfer": "inference",
+    "ModelConfig": "model-config",
+    "ModelStatistics": "statistics",
+    "RepositoryIndex": "model-repository",
+    "RepositoryModelLoad": "model-repository",
+    "RepositoryModelUnload": "model-repository",
+}
+
+
+def check_restricted(restrictions: Restrictions, api: str, context: grpc.aio.ServicerContext) -> None:
+    if not restrictions.by_api:
+        return
+    metadata = context.invocation_metadata() or ()
+
+    def header(key: str) -> str | None:
+        return next((v if isinstance(v, str) else v.decode("latin-1") for k, v in metadata if k.lower() == key), None)
+
+    restrictions.check(api, header)
+
+
 def _guard(
-    method: Callable[[Any, Any], Awaitable[Any]], request_type: type[Any]
+    method: Callable[[Any, Any], Awaitable[Any]], request_type: type[Any], api: str, restrictions: Restrictions
 ) -> Callable[[bytes, Any], Awaitable[Any]]:
     """Parse the request and map data plane errors to gRPC status codes.
 
@@ -170,6 +203,7 @@ def _guard(
 
     async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         try:
+            check_restricted(restrictions, api, context)
             if raw_request:
                 return await method(raw, context)
             try:
@@ -189,11 +223,12 @@ def _guard(
     return handler
 
 
-def generic_handler(dataplane: DataPlane) -> grpc.GenericRpcHandler:
-    servicer = InferenceServicer(dataplane)
+def generic_handler(dataplane: DataPlane, restrictions: Restrictions | None = None) -> grpc.GenericRpcHandler:
+    restrictions = restrictions or Restrictions()
+    servicer = InferenceServicer(dataplane, restrictions)
     handlers: dict[str, grpc.RpcMethodHandler] = {
         name: grpc.unary_unary_rpc_method_handler(
-            _guard(getattr(servicer, name), req), response_serializer=resp.SerializeToString
+            _guard(getattr(servicer, name), req, API_OF[name], restrictions), response_serializer=resp.SerializeToString
         )
         for name, (req, resp) in UNARY.items()
     }
@@ -201,14 +236,16 @@ def generic_handler(dataplane: DataPlane) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
-def create_server(dataplane: DataPlane, address: str, max_message_bytes: int) -> grpc.aio.Server:
+def create_server(
+    dataplane: DataPlane, address: str, max_message_bytes: int, restrictions: Restrictions | None = None
+) -> grpc.aio.Server:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
     )
-    server.add_generic_rpc_handlers((generic_handler(dataplane),))
+    server.add_generic_rpc_handlers((generic_handler(dataplane, restrictions),))
     if server.add_insecure_port(address) == 0:
         raise OSError(f"cannot bind gRPC port {address}")
     return server

@@ -19,6 +19,7 @@ from modelserve import config as cfg
 from modelserve.bodies import parse_length, read_body
 from modelserve.dataplane import DataPlane, InferInput, InferRequest, InferResponse, RequestedOutput
 from modelserve.errors import InvalidArgument, NotFound, ServeError, client_fault, clip
+from modelserve.restrictions import Restrictions
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,33 @@ def error_response(status: int, message: str) -> Response:
     return json_response({"error": message}, status)
 
 
+MODEL_ACTION_API = {"": "metadata", "/ready": "health", "/config": "model-config", "/stats": "statistics"}
+
+
+def api_group(path: str) -> str:
+    """The tritonserver API group a path belongs to (--http-restricted-api)."""
+    if path.startswith("/v2/health/"):
+        return "health"
+    if path.startswith("/v2/repository/"):
+        return "model-repository"
+    if path == "/v2/models/stats":
+        return "statistics"
+    match = MODEL_ROUTE.match(path)
+    if match is not None:
+        return "inference" if match["action"] == "/infer" else MODEL_ACTION_API.get(match["action"] or "", "metadata")
+    return "metadata"
+
+
 class RestApp:
-    def __init__(self, dataplane: DataPlane, max_body_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        max_body_bytes: int = 64 * 1024 * 1024,
+        restrictions: Restrictions | None = None,
+    ) -> None:
         self.dataplane = dataplane
         self.max_body_bytes = max_body_bytes
+        self.restrictions = restrictions or Restrictions()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,6 +98,14 @@ class RestApp:
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
         method, path = scope["method"], scope["path"].rstrip("/") or "/"
+        if self.restrictions.by_api:
+            headers = dict(scope["headers"])
+
+            def header(key: str) -> str | None:
+                value = headers.get(key.encode())
+                return None if value is None else value.decode("latin-1")
+
+            self.restrictions.check(api_group(path), header)
         dp = self.dataplane
         if method == "GET":
             if path == "/v2/health/live":

@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import uvicorn
 
@@ -24,6 +24,7 @@ from modelserve.dataplane import DataPlane
 from modelserve.faults import FaultInjector
 from modelserve.repository import Repository, RepositorySettings
 from modelserve.rest import MetricsApp, RestApp
+from modelserve.restrictions import Restrictions
 
 log = logging.getLogger("modelserve")
 
@@ -37,6 +38,8 @@ class ServerOptions:
     metrics_port: int = 8002
     exit_timeout_secs: float = 30.0
     max_body_bytes: int = 64 * 1024 * 1024
+    http_restrictions: Restrictions = field(default_factory=Restrictions)
+    grpc_restrictions: Restrictions = field(default_factory=Restrictions)
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -83,10 +86,11 @@ async def serve(options: ServerOptions, settings: RepositorySettings, faults: Fa
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    http = _http_server(RestApp(dataplane, options.max_body_bytes), options.http_address, options.http_port)
+    rest_app = RestApp(dataplane, options.max_body_bytes, options.http_restrictions)
+    http = _http_server(rest_app, options.http_address, options.http_port)
     metrics = _http_server(MetricsApp(dataplane), options.http_address, options.metrics_port)
     grpc_server = grpc_api.create_server(
-        dataplane, f"{options.grpc_address}:{options.grpc_port}", options.max_body_bytes
+        dataplane, f"{options.grpc_address}:{options.grpc_port}", options.max_body_bytes, options.grpc_restrictions
     )
     http_task = asyncio.create_task(http.serve())
     metrics_task = asyncio.create_task(metrics.serve())
