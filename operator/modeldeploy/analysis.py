@@ -1,7 +1,8 @@
-"""Running a canary step: the analysis through a metrics provider, and the canary's status.
+"""Running a canary step: the analysis through a metrics provider, commands, the next state.
 
-Glue between the pure state machine (`canary`), the queries (`prometheus`) and the
-ModelDeployment status. The reconcile calls `advance` after applying the plan's objects.
+Glue between the pure state machine (`canary`), the queries (`prometheus`) and the typed
+rollout state (`rolloutstate`). The reconcile calls `advance` before it plans and applies, so
+a decision (a rollback above all) takes effect in the same reconcile.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from modeldeploy.prometheus import (
     ProviderError,
     QueryContext,
 )
-from modeldeploy.rollout import RolloutPlan
+from modeldeploy.rolloutstate import AnalysisRecord, RolloutState, parse_time
 
 COMMAND_ANNOTATION = "modeldeploy.io/rollout"
-SETTLED = ("Succeeded", "RolledBack")
 
 
 def run_analysis(
@@ -51,120 +51,60 @@ def run_analysis(
     return canary.analysis_outcome(results, count, rollout.min_request_count), tuple(results)
 
 
-def state_from_status(previous: dict[str, Any]) -> tuple[canary.CanaryState | None, str | None, str | None]:
-    """(state, the revision it is about, when the current step's clock started) from status."""
-    current = previous.get("canary")
-    if not current:
-        return None, None, None
-    phase = previous.get("phase") if previous.get("phase") in canary.PHASES else "Progressing"
-    state = canary.CanaryState(
-        phase=phase,
-        step=int(current.get("step", 0)),
-        failures=int(current.get("failures", 0)),
-        inconclusive=int(current.get("inconclusive", 0)),
-    )
-    return state, current.get("revision"), current.get("stepStartedAt")
+def _parse_now(now: str) -> datetime.datetime:
+    parsed = parse_time(now)
+    assert parsed is not None, now
+    return parsed
 
 
-def _elapsed(since: str | None, now: str) -> float:
-    if not since:
-        return 0.0
-    parse = datetime.datetime.fromisoformat
-    return (parse(now.replace("Z", "+00:00")) - parse(since.replace("Z", "+00:00"))).total_seconds()
+def command_of(md: api.ModelDeployment, state: RolloutState) -> canary.Command | None:
+    """The modeldeploy.io/rollout command to act on: a known value not acted on yet."""
+    raw = md.metadata.annotations.get(COMMAND_ANNOTATION)
+    if raw in {c.value for c in canary.Command} and raw != state.last_command:
+        return canary.Command(raw)
+    return None
 
 
 def advance(
     md: api.ModelDeployment,
-    plan: RolloutPlan,
-    previous: dict[str, Any],
+    state: RolloutState,
     *,
     canary_ready: bool,
+    stable_rolled_out: bool,
     provider: MetricsProvider | None,
     now: str,
-) -> tuple[canary.CanaryState, dict[str, Any], canary.Outcome | None]:
-    """One tick of a running canary: maybe analyse, apply a command.
+) -> tuple[RolloutState, canary.Outcome | None]:
+    """One decision for a running canary: a command, an analysis when one is due, readiness.
 
-    Returns the new state, its status fields, and the analysis outcome when one ran."""
-    state = plan.state or canary.CanaryState()
-    _, known_revision, started = state_from_status(previous)
-    revision = plan.canary.revision if plan.canary is not None else known_revision or ""
-    if known_revision != revision:
-        started = None
-    last_command = (previous.get("canary") or {}).get("lastCommand")
-    raw_command = md.metadata.annotations.get(COMMAND_ANNOTATION)
-    command = None
-    if raw_command in {c.value for c in canary.Command} and raw_command != last_command:
-        command = canary.Command(raw_command)
-    if canary_ready and started is None:
-        started = now  # the step's clock runs from when the canary can take traffic
+    Returns the new state and the analysis outcome when one ran. At most one analysis per
+    interval: one is due an interval after the step's clock started or after the last one."""
+    command = command_of(md, state)
     outcome, results = None, ()
-    interval = md.spec.rollout.interval_seconds
-    if (
-        state.phase == "Progressing"
-        and command is None
-        and canary_ready
-        and provider is not None
-        and _elapsed(started, now) >= interval
-    ):
-        outcome, results = run_analysis(provider, md, revision)
-    limits = canary.Limits(
-        tuple(md.spec.rollout.steps), md.spec.rollout.failure_limit, md.spec.rollout.inconclusive_limit
+    rollout = md.spec.rollout
+    due = state.analysis_due_at(rollout.interval_seconds)
+    if command is None and canary_ready and provider is not None and due is not None and _parse_now(now) >= due:
+        outcome, results = run_analysis(provider, md, state.revision)
+    limits = canary.Limits(tuple(rollout.steps), rollout.failure_limit, rollout.inconclusive_limit)
+    ready = stable_rolled_out if state.phase == "Promoting" else canary_ready
+    machine = canary.next_state(
+        state.machine, limits, canary_ready=ready, outcome=outcome, results=results, command=command
     )
-    new = canary.next_state(state, limits, canary_ready=canary_ready, outcome=outcome, results=results, command=command)
-    if new.step != state.step or new.phase != state.phase:
-        started = None if new.phase == "Progressing" else started
-    if not results:
-        new = replace(new, last_results=tuple(_previous_results(previous)))
-    fields = {
-        "phase": new.phase,
-        "canary": {
-            "revision": revision,
-            "step": new.step,
-            "weight": new.weight(list(md.spec.rollout.steps)),
-            "failures": new.failures,
-            "inconclusive": new.inconclusive,
-            "stepStartedAt": started,
-            "lastCommand": raw_command if command is not None else last_command,
-            "lastAnalysis": [_result_status(r, now) for r in new.last_results],
-        },
-    }
-    return new, fields, outcome
+    new = state.after(machine, list(rollout.steps))
+    if results:
+        new = replace(new, last_analysis=tuple(AnalysisRecord(r, now) for r in results))
+    if command is not None:
+        new = replace(new, last_command=command.value)
+    if (new.phase, new.step) != (state.phase, state.step):
+        new = replace(new, step_started_at=None)  # a new step's clock starts when the canary is ready again
+    return new, outcome
 
 
-def _result_status(result: canary.CheckResult, now: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"check": result.check, "query": result.query, "outcome": result.outcome.value, "time": now}
-    for key in ("value", "min", "max"):
-        if getattr(result, key) is not None:
-            out[key] = getattr(result, key)
-    return out
-
-
-def _previous_results(previous: dict[str, Any]) -> list[canary.CheckResult]:
-    out = []
-    for item in (previous.get("canary") or {}).get("lastAnalysis", []):
-        try:
-            out.append(
-                canary.CheckResult(
-                    item["check"], item.get("query", ""), item.get("value"), item.get("min"), item.get("max"),
-                    canary.Outcome(item["outcome"]),
-                )
-            )  # fmt: skip
-        except (KeyError, ValueError):
-            continue
-    return out
-
-
-def settled_fields(
-    new: canary.CanaryState, revision: str, generation: int | None, conditions: list[dict[str, Any]], now: str
-) -> dict[str, Any]:
-    """Status once a canary ends: promoted (canary cleared) or rolled back (revision rejected)."""
-    if new.phase == "RolledBack":
-        failing = next((r for r in new.last_results if r.outcome is canary.Outcome.FAIL), None)
-        message = new.reason
-        if failing is not None:
-            message = (
-                f"{failing.check}={failing.value} (min {failing.min}, max {failing.max}) from query: {failing.query}"
-            )
-        conditions = status.set_condition(conditions, status.DEGRADED, True, "RolledBack", message, generation, now)
-        return {"phase": "RolledBack", "rejectedRevision": revision, "canary": None, "conditions": conditions}
-    return {"phase": "Succeeded", "canary": None}
+def rolled_back_condition(
+    state: RolloutState, generation: int | None, conditions: list[dict[str, Any]], now: str
+) -> list[dict[str, Any]]:
+    """Degraded, naming the failing check, its value and its query (or why it was aborted)."""
+    failing = next((r.result for r in state.last_analysis if r.result.outcome is canary.Outcome.FAIL), None)
+    message = state.reason or "rolled back"
+    if failing is not None:
+        message = f"{failing.check}={failing.value} (min {failing.min}, max {failing.max}) from query: {failing.query}"
+    return status.set_condition(conditions, status.DEGRADED, True, "RolledBack", message, generation, now)

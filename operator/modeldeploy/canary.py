@@ -26,6 +26,8 @@ from typing import Literal
 # an apply the API server refused; that is not a canary outcome.)
 Phase = Literal["Progressing", "Paused", "Promoting", "Succeeded", "RolledBack"]
 PHASES: tuple[Phase, ...] = ("Progressing", "Paused", "Promoting", "Succeeded", "RolledBack")
+ACTIVE_PHASES: tuple[Phase, ...] = ("Progressing", "Paused", "Promoting")  # a canary runs: status.canary is set
+SETTLED_PHASES: tuple[Phase, ...] = ("Succeeded", "RolledBack")  # the canary is over
 
 # Allowed transitions; a new revision (spec change) starts a new canary in Progressing.
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {

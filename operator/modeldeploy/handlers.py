@@ -2,18 +2,22 @@
 
 Run with `kopf run -m modeldeploy.handlers` or `modeldeploy run`.
 
-- create / update / resume: reconcile now;
-- every ModelDeployment event keeps an in-memory index of live objects, which a single
-  resync loop walks every `resync_seconds` (with jitter) to repair drift; no per-object
-  daemon, so kopf adds no finalizer and deletion never waits for the operator;
-- a serving Deployment deleted by someone else: reconcile its owner now (other children
-  come back with the next resync).
+- create / update / resume: reconcile now (a `modeldeploy.io/rollout` command is an update);
+- every ModelDeployment event keeps the per-object memory (`memo.memory`) current;
+- a child Deployment changed: its status reaches the owner's status at once (mapped through
+  owner references); while a canary runs, or when a Deployment was deleted, the owner is
+  reconciled in full (a deleted stable comes back with the stable revision);
+- a rollout loop reconciles a canary only when its next analysis is due: a waiting or paused
+  canary costs nothing;
+- a resync loop walks every known object each `resync_seconds` (with jitter) to repair drift;
+  no per-object daemon, so kopf adds no finalizer and deletion never waits for the operator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import random
 from typing import Any
@@ -22,17 +26,20 @@ import kopf
 
 from modeldeploy import api, reconcile
 from modeldeploy.kube import KubeClient, KubeError
+from modeldeploy.memory import Memory
 from modeldeploy.opmetrics import OperatorMetrics
 from modeldeploy.prometheus import PrometheusProvider
+from modeldeploy.rolloutstate import RolloutState
 from modeldeploy.settings import OperatorSettings
 
 log = logging.getLogger("modeldeploy")
 MD = (api.GROUP, api.VERSION, api.PLURAL)
 MANAGED = {"app.kubernetes.io/managed-by": "modeldeploy-operator"}
-# Watched for deletion: losing a Deployment stops serving, so it is restored at once.
+# Deployments are watched: their status is the ModelDeployment's, and losing one stops serving.
 # Services, HPAs and PDBs are restored by the resync loop: watching them too would make
 # kopf keep a worker per object (~45 MiB per 1000 children, measured in bench/operator).
 CHILD_RESOURCES = [("apps", "v1", "deployments")]
+ROLLOUT_TICK_SECONDS = 0.5
 
 
 @kopf.on.startup()
@@ -45,7 +52,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             memo.metrics.serve(memo.settings.metrics_port)
     if "provider" not in memo:
         memo.provider = PrometheusProvider(memo.settings.prometheus_url)
-    memo.known = {}
+    memo.memory = Memory()
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modeldeploy.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="modeldeploy.io", key="last-handled-configuration"
@@ -72,8 +79,8 @@ async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.create(*MD)
 @kopf.on.update(*MD)
 @kopf.on.resume(*MD)
-def reconcile_handler(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, reason: str, **_: Any) -> None:
-    outcome = run_reconcile(dict(body), memo, retry=retry, created=reason == "create")
+def reconcile_handler(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: str, **_: Any) -> None:
+    outcome = run_reconcile(dict(body), memo, created=reason == "create")
     if outcome.status_changed:
         patch.setdefault("status", {}).update(outcome.status)
     kopf.info(
@@ -83,12 +90,10 @@ def reconcile_handler(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry
 
 @kopf.on.event(*MD)
 async def track(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    key = (body.metadata.namespace, body.metadata.name)
     if type == "DELETED" or body.metadata.get("deletionTimestamp"):
-        memo.known.pop(key, None)
-        reconcile.forget(body.metadata.uid)
+        memo.memory.forget(dict(body))
     else:
-        memo.known[key] = dict(body)
+        memo.memory.seen(dict(body))
 
 
 def _owner_key(body: kopf.Body) -> tuple[str, str] | None:
@@ -98,86 +103,103 @@ def _owner_key(body: kopf.Body) -> tuple[str, str] | None:
     return None
 
 
-def child_deleted(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    if type != "DELETED":
-        return
+def child_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A child Deployment's event: its owner's status follows within the event's latency."""
     key = _owner_key(body)
-    owner = memo.known.get(key) if key else None
+    owner = memo.memory.owner(key) if key else None
     if owner is None:
-        return  # the owner is gone too: garbage collection, not drift
-    with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
-        run_reconcile(owner, memo)
-        kopf.info(
-            owner,
-            reason="Restored",
-            message=f"{body.get('kind', 'object')}/{body.metadata.name} was deleted; re-created",
-        )
+        return  # the owner is gone too (garbage collection), or not known yet
+    is_stable = body.metadata.name == key[1] if key else False
+    with memo.memory.entry(owner).lock:  # after any reconcile in flight: it may be pruning this child
+        canary_runs = RolloutState.decode(memo.memory.status_of(owner)) is not None
+    with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError, KubeError, api.SpecError):
+        if type == "DELETED":
+            if not (is_stable or canary_runs):
+                return  # a canary the operator pruned
+            reconcile_and_write_status(owner, memo)
+            event(memo, owner, "Restored", f"Deployment/{body.metadata.name} was deleted; re-created")
+        elif is_stable and not canary_runs:
+            refreshed = reconcile.refresh_status(owner, dict(body), memo.settings, memo.memory)
+            if refreshed is not None:
+                _write_status(owner, memo, refreshed)
+                _report(memo, owner, refreshed)
+        elif canary_runs:
+            reconcile_and_write_status(owner, memo)
 
 
 for _group, _version, _plural in CHILD_RESOURCES:
-    kopf.on.event(_group, _version, _plural, labels=MANAGED)(child_deleted)
+    kopf.on.event(_group, _version, _plural, labels=MANAGED)(child_changed)
 
 
-def run_reconcile(body: dict[str, Any], memo: kopf.Memo, retry: int = 0, created: bool = False) -> reconcile.Outcome:
+def run_reconcile(body: dict[str, Any], memo: kopf.Memo, created: bool = False) -> reconcile.Outcome:
     """Reconcile one body; map errors to kopf's, record metrics and events."""
     with memo.metrics.reconcile() as result:
         try:
             outcome = reconcile.reconcile(
-                body, memo.kube, memo.settings, created=created, provider=memo.get("provider")
+                body, memo.kube, memo.settings, memo.memory, created=created, provider=memo.get("provider")
             )
         except api.SpecError as exc:
             result["outcome"] = "invalid_spec"
             with contextlib.suppress(KubeError):
-                reconcile.record_invalid_spec(memo.kube, body, exc)
+                reconcile.record_invalid_spec(memo.kube, body, exc, memo.memory)
             event(memo, body, "InvalidSpec", "; ".join(exc.problems), warning=True)
             raise kopf.PermanentError(f"invalid spec: {exc.problems[0]}") from None
         except KubeError as exc:
+            failures = 0
+            with contextlib.suppress(KubeError):
+                failures = reconcile.record_apply_failed(memo.kube, body, str(exc), memo.memory)
             if exc.transient:
                 result["outcome"] = "transient_error"
-                raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=_backoff(retry)) from None
+                raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=_backoff(failures)) from None
             event(memo, body, "ApplyFailed", str(exc), warning=True)
             raise kopf.PermanentError(f"Kubernetes API refused: {exc}") from None
+    _report(memo, body, outcome)
+    return outcome
+
+
+def _report(memo: kopf.Memo, body: dict[str, Any], outcome: reconcile.Outcome) -> None:
+    """Events and metrics of one reconcile: canary ones only on a real transition."""
     if outcome.pruned:
         event(memo, body, "Pruned", f"deleted {', '.join(f'{r.kind}/{r.name}' for r in outcome.pruned)}")
     if outcome.analysis is not None:
         memo.metrics.analyses.labels(outcome.analysis).inc()
-    if outcome.rollout is not None and outcome.rollout[0] != outcome.rollout[1]:
-        before, after = outcome.rollout
-        if after == "RolledBack":
+    if outcome.transition is not None:
+        before, after = outcome.transition
+        if after.phase == "RolledBack":
             memo.metrics.rollbacks.inc()
-        elif after == "Succeeded":
+        elif after.phase == "Succeeded":
             memo.metrics.promotions.inc()
-        canary_status = outcome.status.get("canary") or {}
-        detail = f" at {canary_status['weight']}%" if canary_status else ""
-        message = f"canary {before or 'started'} -> {after}{detail}"
-        event(memo, body, f"Canary{after}", message, warning=after == "RolledBack")
+        was = f"{before.phase} step {before.step + 1}" if before else "started"
+        message = f"canary {was} -> {after.phase} step {after.step + 1} at {after.weight}%"
+        if after.reason:
+            message += f": {after.reason}"
+        event(memo, body, f"Canary{after.phase}", message, warning=after.phase == "RolledBack")
     if outcome.scaled:
         event(memo, body, "Scaled", f"ready replicas {outcome.scaled[0]} -> {outcome.scaled[1]}")
-    return outcome
 
 
-def reconcile_and_write_status(body: dict[str, Any], memo: kopf.Memo) -> None:
-    """Outside kopf's change handlers (resync, a deleted child): write the status ourselves."""
-    outcome = run_reconcile(body, memo)
+def _write_status(body: dict[str, Any], memo: kopf.Memo, outcome: reconcile.Outcome) -> None:
     if outcome.status_changed:
         meta = body["metadata"]
         memo.kube.patch_status(meta.get("namespace") or "default", meta["name"], outcome.status)
 
 
+def reconcile_and_write_status(body: dict[str, Any], memo: kopf.Memo) -> None:
+    """Outside kopf's change handlers (loops, child events): write the status ourselves."""
+    _write_status(body, memo, run_reconcile(body, memo))
+
+
 def event(memo: kopf.Memo, body: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
-    """Post an Event: through kopf inside its handlers, through our client from our own loops."""
+    """Post an Event: through kopf inside its change handlers, through our client elsewhere."""
     try:
         (kopf.warn if warning else kopf.info)(body, reason=reason, message=message)
-    except LookupError:  # outside kopf's handler context (resync and rollout loops)
+    except LookupError:  # outside kopf's handler context (our loops)
         with contextlib.suppress(KubeError):
             memo.kube.post_event(body, "Warning" if warning else "Normal", reason, message)
 
 
 def _backoff(retry: int) -> float:
     return min(60.0, 2.0 ** min(retry, 6)) * random.uniform(0.8, 1.2)
-
-
-ACTIVE_PHASES = ("Progressing", "Paused", "Promoting")
 
 
 async def _reconcile_in_background(body: dict[str, Any], memo: kopf.Memo, what: str) -> None:
@@ -190,14 +212,26 @@ async def _reconcile_in_background(body: dict[str, Any], memo: kopf.Memo, what: 
         log.exception("%s of %s failed", what, body["metadata"].get("name"))
 
 
+def analysis_due(body: dict[str, Any], memory: Memory, now: datetime.datetime) -> bool:
+    state = RolloutState.decode(memory.status_of(body))
+    if state is None or state.phase != "Progressing" or state.step_started_at is None:
+        return False
+    try:
+        interval = reconcile.parse_body(body).spec.rollout.interval_seconds
+    except api.SpecError:
+        return False
+    due = state.analysis_due_at(interval)
+    return due is not None and now >= due
+
+
 async def _rollout_loop(memo: kopf.Memo) -> None:
-    """Tick every running canary each second: readiness, analysis when due, commands."""
+    """Reconcile a running canary when its next analysis is due, and only then."""
     while True:
-        await asyncio.sleep(1.0)
-        for body in list(memo.known.values()):
-            current = body.get("status") or {}
-            if current.get("canary") and current.get("phase") in ACTIVE_PHASES:
-                await _reconcile_in_background(body, memo, "rollout tick")
+        await asyncio.sleep(ROLLOUT_TICK_SECONDS)
+        now = datetime.datetime.now(datetime.UTC)
+        for body in list(memo.memory.known.values()):
+            if analysis_due(body, memo.memory, now):
+                await _reconcile_in_background(body, memo, "canary analysis")
 
 
 async def _resync_loop(memo: kopf.Memo) -> None:
@@ -205,7 +239,7 @@ async def _resync_loop(memo: kopf.Memo) -> None:
     while True:
         period = memo.settings.resync_seconds
         await asyncio.sleep(period * random.uniform(0.9, 1.1))
-        bodies = list(memo.known.values())
+        bodies = list(memo.memory.known.values())
         random.shuffle(bodies)
         spacing = period / max(1, len(bodies)) / 2
         for body in bodies:

@@ -24,6 +24,7 @@ TRANSIENT_STATUSES = {409, 429, 500, 502, 503, 504}
 # kind -> (group/version, plural); the kinds the operator reads or writes.
 RESOURCES: dict[str, tuple[str, str]] = {
     "Deployment": ("apps/v1", "deployments"),
+    "ControllerRevision": ("apps/v1", "controllerrevisions"),
     "Service": ("v1", "services"),
     "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
@@ -120,6 +121,12 @@ class KubeClient:
             if exc.status == 404:
                 return None
             raise
+
+    def list(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """Objects of `kind` in `namespace` matching a label selector."""
+        collection = ObjectRef(kind, namespace, "-").collection
+        found = self._call("GET", collection, query=[("labelSelector", label_selector)]) or {}
+        return list(found.get("items") or [])
 
     def apply(self, obj: dict[str, Any], *, probably_new: bool = False) -> dict[str, Any]:
         """Server-side apply (forced: the operator owns these fields); create when missing.

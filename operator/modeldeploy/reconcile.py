@@ -1,50 +1,32 @@
-"""One reconcile of one ModelDeployment: render, apply, prune, compute the status.
+"""One reconcile of one ModelDeployment: decide the canary, render, apply, prune, compute status.
 
-Called by the kopf handlers (create, update, resume, periodic resync, a child deleted).
-The new status is returned, not written: the handlers hand it to kopf's own patch (one
-write after the handler, to the status subresource), the resync loop writes it itself.
-Raises `api.SpecError` for an invalid spec and `kube.KubeError` for API failures; the
-handlers turn those into kopf's permanent and temporary errors.
+Called by the kopf handlers (create, update, resume, periodic resync, a child changed or
+deleted, a canary analysis due). Clients and the per-object memory come in as parameters;
+the new status is returned, not written: the handlers hand it to kopf's own patch (one
+write after the handler, to the status subresource) or write it themselves, and only when
+something in it changed. Raises `api.SpecError` for an invalid spec and `kube.KubeError`
+for API failures; the handlers turn those into kopf's permanent and temporary errors.
+
+Order inside one reconcile: the canary's decision (command, analysis when due, readiness)
+comes first, so a rollback or promotion is applied in the same reconcile that decides it.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import kopf
 
-from modeldeploy import analysis, api, render, rollout, status
+from modeldeploy import analysis, api, history, render, rollout, status
 from modeldeploy.kube import KubeClient, ObjectRef
+from modeldeploy.memory import Entry, Memory
 from modeldeploy.prometheus import MetricsProvider
+from modeldeploy.rolloutstate import RolloutState
 from modeldeploy.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
-
-# One reconcile at a time per ModelDeployment (timers, child events and spec changes race).
-_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-# The status each ModelDeployment was last given. Only the operator writes status, so this is
-# never older than what a watched body carries, and often newer: a second reconcile right
-# after the first must not decide from the snapshot the first already moved past.
-_last_status: dict[str, dict[str, Any]] = {}
-
-
-def forget(uid: str | None) -> None:
-    """Drop what is kept for a deleted ModelDeployment."""
-    if uid:
-        _last_status.pop(uid, None)
-        _locks.pop(uid, None)
-
-
-def _freshest(observed: dict[str, Any], remembered: dict[str, Any] | None) -> dict[str, Any]:
-    if remembered is None:
-        return observed
-    if (remembered.get("observedGeneration") or 0) < (observed.get("observedGeneration") or 0):
-        return observed
-    return remembered
 
 
 @dataclass
@@ -54,7 +36,8 @@ class Outcome:
     status: dict[str, Any] = field(default_factory=dict)
     status_changed: bool = False
     scaled: tuple[int, int] | None = None  # (before, after) ready replicas, when they changed
-    rollout: tuple[str | None, str | None] | None = None  # canary phase (before, after)
+    # A real canary transition (a new canary, another phase or step): (before, after).
+    transition: tuple[RolloutState | None, RolloutState] | None = None
     analysis: str | None = None  # the outcome of the canary analysis this reconcile ran, if any
 
 
@@ -79,7 +62,7 @@ def parse_body(body: dict[str, Any]) -> api.ModelDeployment:
 
 
 def managed_refs(md: api.ModelDeployment) -> list[ObjectRef]:
-    """Every child the operator may have made for this ModelDeployment."""
+    """Every child the operator may have made for this ModelDeployment (pruned when not rendered)."""
     ns, name = md.metadata.namespace, md.metadata.name
     return [
         ObjectRef("Deployment", ns, render.workload_name(md, "stable")),
@@ -98,23 +81,46 @@ def _owned_by(obj: dict[str, Any], uid: str | None) -> bool:
     return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences", []))
 
 
-def record_invalid_spec(kube: KubeClient, body: dict[str, Any], error: api.SpecError) -> dict[str, Any]:
+def _changed(previous: dict[str, Any], new: dict[str, Any]) -> bool:
+    return any(previous.get(key) != value for key, value in new.items())
+
+
+def record_invalid_spec(kube: KubeClient, body: dict[str, Any], error: api.SpecError, memory: Memory) -> None:
     meta = body["metadata"]
+    entry = memory.entry(body)
+    previous = entry.freshest(body.get("status") or {})
     new_status = status.failed_status(
-        body.get("status"),
+        previous,
         generation=meta.get("generation"),
         reason="InvalidSpec",
         message="; ".join(error.problems),
         now=status.now_rfc3339(),
     )
+    if _changed(previous, new_status):
+        kube.patch_status(meta.get("namespace") or "default", meta["name"], new_status)
+    entry.remember(new_status, previous)
+
+
+def record_apply_failed(kube: KubeClient, body: dict[str, Any], message: str, memory: Memory) -> int:
+    """Count one more failed apply and show it in status from the first failure on; returns the count."""
+    meta = body["metadata"]
+    entry = memory.entry(body)
+    entry.apply_failures += 1
+    previous = entry.freshest(body.get("status") or {})
+    new_status = status.apply_failed_status(
+        previous, generation=meta.get("generation"), message=message, failures=entry.apply_failures,
+        now=status.now_rfc3339(),
+    )  # fmt: skip
     kube.patch_status(meta.get("namespace") or "default", meta["name"], new_status)
-    return new_status
+    entry.remember(new_status, previous)
+    return entry.apply_failures
 
 
 def reconcile(
     body: dict[str, Any],
     kube: KubeClient,
     settings: OperatorSettings,
+    memory: Memory,
     *,
     created: bool = False,
     provider: MetricsProvider | None = None,
@@ -122,26 +128,40 @@ def reconcile(
     """`created`: the ModelDeployment is new, so its children are created and nothing is pruned.
     `provider`: where canary analyses run; without one a canary waits (commands still act)."""
     md = parse_body(body)
-    with _locks[md.metadata.uid or f"{md.metadata.namespace}/{md.metadata.name}"]:
-        return _reconcile_locked(body, md, kube, settings, created, provider)
+    entry = memory.entry(body)
+    with entry.lock:
+        outcome = _reconcile_locked(body, md, kube, settings, entry, created, provider)
+        entry.apply_failures = 0
+        return outcome
 
 
-def _plan(
-    md: api.ModelDeployment, kube: KubeClient, settings: OperatorSettings, previous: dict[str, Any], created: bool
-) -> rollout.RolloutPlan | None:
-    if created or md.spec.rollout.strategy != "Canary":
-        return None
-    live = kube.get(ObjectRef("Deployment", md.metadata.namespace, render.workload_name(md, "stable")))
-    state, state_revision, _ = analysis.state_from_status(previous)
-    return rollout.plan(
-        md.spec,
-        settings.render,
-        stable_spec=rollout.stable_spec_of(live),
-        state=state,
-        state_revision=state_revision,
-        rejected_revision=previous.get("rejectedRevision"),
-        live_stable_replicas=(live or {}).get("spec", {}).get("replicas"),
+def _decide(
+    md: api.ModelDeployment,
+    kube: KubeClient,
+    before: RolloutState | None,
+    desired: str,
+    live_stable: dict[str, Any] | None,
+    provider: MetricsProvider | None,
+    now: str,
+) -> tuple[RolloutState, str | None]:
+    """The canary for the desired revision after this reconcile's decision, and the outcome of the
+    analysis it ran, if any. A new canary starts at the first step, with its pods not ready yet."""
+    if before is None or before.revision != desired:
+        fresh = RolloutState(revision=desired, weight=md.spec.rollout.steps[0])
+        return replace(fresh, last_command=md.metadata.annotations.get(analysis.COMMAND_ANNOTATION)), None
+    live_canary = kube.get(ObjectRef("Deployment", md.metadata.namespace, render.workload_name(md, "canary")))
+    stable_has_it = (live_stable or {}).get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {}).get(
+        render.LABEL_REVISION
+    ) == desired
+    new, ran = analysis.advance(
+        md,
+        before,
+        canary_ready=status.workload_state(live_canary).is_ready,
+        stable_rolled_out=stable_has_it and status.workload_state(live_stable).rolled_out,
+        provider=provider,
+        now=now,
     )
+    return new, ran.value if ran is not None else None
 
 
 def _reconcile_locked(
@@ -149,14 +169,39 @@ def _reconcile_locked(
     md: api.ModelDeployment,
     kube: KubeClient,
     settings: OperatorSettings,
+    entry: Entry,
     created: bool,
     provider: MetricsProvider | None,
 ) -> Outcome:
     outcome = Outcome()
-    observed = body.get("status") or {}
-    key = md.metadata.uid or f"{md.metadata.namespace}/{md.metadata.name}"
-    previous = _freshest(observed, _last_status.get(key))
-    plan = _plan(md, kube, settings, previous, created)
+    previous = entry.freshest(body.get("status") or {})
+    now = status.now_rfc3339()
+    ns, generation = md.metadata.namespace, md.metadata.generation
+    desired = render.revision_of(md.spec, settings.render)
+    before = RolloutState.decode(previous)
+    stable = history.load(kube, md, entry, settings.render, read_annotation=not created)
+    stable_ref = ObjectRef("Deployment", ns, render.workload_name(md, "stable"))
+    canary_ref = ObjectRef("Deployment", ns, render.workload_name(md, "canary"))
+    use_canary = stable is not None and md.spec.rollout.strategy == "Canary"
+
+    # 1. Decide (a canary runs while the stable's revision is not the desired one).
+    decision: RolloutState | None = None
+    plan: rollout.RolloutPlan | None = None
+    if stable is not None and use_canary:
+        live_stable = kube.get(stable_ref)
+        if stable.revision != desired and desired != previous.get("rejectedRevision"):
+            decision, outcome.analysis = _decide(md, kube, before, desired, live_stable, provider, now)
+        plan = rollout.plan(
+            md.spec,
+            settings.render,
+            stable_spec=stable.spec,
+            state=decision.machine if decision else None,
+            state_revision=decision.revision if decision else None,
+            rejected_revision=previous.get("rejectedRevision"),
+            live_stable_replicas=(live_stable or {}).get("spec", {}).get("replicas"),
+        )
+
+    # 2. Apply what the decision needs; prune what it does not (a rolled-back canary at once).
     objects = render.render(md, settings.render, plan)
     kopf.adopt(objects, owner=body)
     results: dict[ObjectRef, dict[str, Any]] = {}
@@ -170,64 +215,102 @@ def _reconcile_locked(
         existing = kube.get(ref)
         if existing is not None and _owned_by(existing, md.metadata.uid) and kube.delete(ref):
             outcome.pruned.append(ref)
-    stable_ref = ObjectRef("Deployment", md.metadata.namespace, render.workload_name(md, "stable"))
+    stable_spec, stable_revision = (plan.stable.spec, plan.stable.revision) if plan else (md.spec, desired)
+    if plan is None or plan.state is None or plan.state.phase != "Promoting":
+        history.record(kube, md, body, entry, stable_spec, stable_revision)
+    if (
+        decision is not None
+        and decision.phase in ("Progressing", "Paused")
+        and decision.step_started_at is None
+        and status.workload_state(results.get(canary_ref)).is_ready
+    ):
+        decision = replace(decision, step_started_at=now)  # the step's clock runs from when the canary is ready
+
+    # 3. Status.
     workload = status.workload_state(results[stable_ref])
     url, grpc_url = render.service_urls(md)
-    outcome.status = status.reconciled_status(
-        previous,
-        generation=md.metadata.generation,
-        revision=render.revision_of(md.spec, settings.render),
-        workload=workload,
-        url=url,
-        grpc_url=grpc_url,
-        now=status.now_rfc3339(),
+    new = status.reconciled_status(
+        previous, generation=generation, revision=desired, workload=workload, url=url, grpc_url=grpc_url, now=now
     )
-    if plan is not None:
-        fields, outcome.analysis = _rollout_status(
-            md, plan, previous, results, outcome.status, provider, workload, settings.render
-        )
-        outcome.status.update(fields)
-        outcome.rollout = (plan.state.phase if plan.state else None, outcome.status.get("phase"))
+    new["stableRevision"] = stable_revision
+    if decision is not None and decision.transition_from(before):
+        outcome.transition = (before, decision)
+    new.update(_rollout_fields(md, plan, decision, outcome.transition is not None, previous, new["conditions"], now))
     if previous.get("readyReplicas") is not None and previous.get("readyReplicas") != workload.ready:
         outcome.scaled = (int(previous["readyReplicas"]), workload.ready)
-    outcome.status_changed = any(observed.get(field) != value for field, value in outcome.status.items())
-    _last_status[key] = {**previous, **outcome.status}
+    outcome.status = new
+    outcome.status_changed = _changed(previous, new)
+    entry.remember(new, previous)
     return outcome
 
 
-def _rollout_status(
+def _rollout_fields(
     md: api.ModelDeployment,
-    plan: rollout.RolloutPlan,
+    plan: rollout.RolloutPlan | None,
+    decision: RolloutState | None,
+    transitioned: bool,
     previous: dict[str, Any],
-    results: dict[ObjectRef, dict[str, Any]],
-    base: dict[str, Any],
-    provider: MetricsProvider | None,
-    workload: status.WorkloadState,
-    render_settings: render.RenderSettings,
-) -> tuple[dict[str, Any], str | None]:
-    """Status fields of a canary rollout, advancing it by one tick when one runs; and the
-    outcome of the analysis that tick ran, if any."""
-    now = status.now_rfc3339()
+    conditions: list[dict[str, Any]],
+    now: str,
+) -> dict[str, Any]:
+    """Status fields of the rollout: the canary block while one runs, the outcome once it ends.
+    Conditions about the canary change only on a real transition."""
     generation = md.metadata.generation
-    fields: dict[str, Any] = {"stableRevision": plan.stable.revision}
-    if plan.rejected:
+    if plan is not None and plan.rejected:
         keep = [c for c in previous.get("conditions", []) if c.get("type") == status.DEGRADED]
-        conditions = [c for c in base["conditions"] if c.get("type") != status.DEGRADED] + keep
-        return {**fields, "phase": "RolledBack", "conditions": conditions}, None
-    if plan.state is None:
-        return ({**fields, "canary": None} if previous.get("canary") else fields), None
-    canary_ref = ObjectRef("Deployment", md.metadata.namespace, render.workload_name(md, "canary"))
-    if plan.state.phase == "Promoting":
-        ready = workload.is_ready
+        kept = [c for c in conditions if c.get("type") != status.DEGRADED] + keep
+        return {"phase": "RolledBack", "conditions": kept, "canary": None}
+    if decision is None or decision.phase == "Succeeded":
+        return {"canary": None} if previous.get("canary") else {}
+    if decision.phase == "RolledBack":
+        return {
+            "phase": "RolledBack",
+            "rejectedRevision": decision.revision,
+            "canary": None,
+            "conditions": analysis.rolled_back_condition(decision, generation, conditions, now),
+        }
+    old = next((c for c in previous.get("conditions", []) if c.get("type") == status.PROGRESSING), None)
+    if transitioned or old is None or old.get("reason") != "Canary":
+        steps = list(md.spec.rollout.steps)
+        step = min(decision.step, len(steps) - 1) + 1
+        where = f"canary at step {step} of {len(steps)}, {decision.weight}% of traffic"
+        if decision.phase == "Promoting":
+            where = "stable takes the new revision"
+        message = f"{where}: {decision.reason}" if decision.reason else where
+        conditions = status.set_condition(conditions, status.PROGRESSING, True, "Canary", message, generation, now)
     else:
-        ready = status.workload_state(results.get(canary_ref)).is_ready
-    new, rollout_fields, analysed = analysis.advance(md, plan, previous, canary_ready=ready, provider=provider, now=now)
-    analysed_value = analysed.value if analysed is not None else None
-    fields.update(rollout_fields)
-    if new.phase in analysis.SETTLED:
-        revision = plan.canary.revision if plan.canary else render.revision_of(md.spec, render_settings)
-        fields.update(analysis.settled_fields(new, revision, generation, base["conditions"], now))
-        return fields, analysed_value
-    message = f"{plan.reason}: {new.reason}" if new.reason else plan.reason
-    conditions = status.set_condition(base["conditions"], status.PROGRESSING, True, "Canary", message, generation, now)
-    return {**fields, "conditions": conditions}, analysed_value
+        conditions = [c for c in conditions if c.get("type") != status.PROGRESSING] + [old]
+    return {"phase": decision.phase, "canary": decision.encode(), "conditions": conditions}
+
+
+def refresh_status(
+    body: dict[str, Any], child: dict[str, Any], settings: OperatorSettings, memory: Memory
+) -> Outcome | None:
+    """Status from a changed stable Deployment, without touching the API: None when a full reconcile
+    is needed instead (a canary runs, the spec is not reconciled yet, the child runs another revision)."""
+    md = parse_body(body)
+    entry = memory.entry(body)
+    with entry.lock:
+        previous = entry.freshest(body.get("status") or {})
+        desired = render.revision_of(md.spec, settings.render)
+        child_revision = child.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+        if (
+            previous.get("canary")
+            or previous.get("observedGeneration") != md.metadata.generation
+            or previous.get("revision") != desired
+            or previous.get("stableRevision") not in (None, desired)
+            or previous.get("rejectedRevision") == desired
+            or child_revision.get(render.LABEL_REVISION) != desired
+        ):
+            return None
+        workload = status.workload_state(child)
+        url, grpc_url = render.service_urls(md)
+        new = status.reconciled_status(
+            previous, generation=md.metadata.generation, revision=desired, workload=workload, url=url,
+            grpc_url=grpc_url, now=status.now_rfc3339(),
+        )  # fmt: skip
+        outcome = Outcome(status=new, status_changed=_changed(previous, new))
+        if previous.get("readyReplicas") is not None and previous.get("readyReplicas") != workload.ready:
+            outcome.scaled = (int(previous["readyReplicas"]), workload.ready)
+        entry.remember(new, previous)
+        return outcome

@@ -2,9 +2,9 @@
 
 Pure: the operator passes in what it observed (the spec the stable Deployment runs, the
 canary state from status, the stable's live replica count under an HPA) and renders the
-plan that comes out. The stable Deployment carries the full spec it runs in its
-`modeldeploy.io/spec` annotation, so a canary never needs the previous spec from anywhere
-else.
+plan that comes out. The spec the stable runs comes from the revision history
+(`modeldeploy.history`); the stable Deployment also carries it in its `modeldeploy.io/spec`
+annotation, read only when there is no history yet.
 """
 
 from __future__ import annotations
@@ -74,11 +74,20 @@ def plan(
     if stable_spec is None:
         return settled("first deployment: no canary")
     current = render.revision_of(stable_spec, settings)
+    total = _baseline(spec, live_stable_replicas)
+    if state is not None and state_revision == desired and state.phase == "Promoting":
+        # Until the stable has fully rolled out the new revision, the canary keeps serving.
+        return RolloutPlan(
+            TrackPlan(spec, desired, fixed),
+            TrackPlan(spec, desired, total),
+            100,
+            state,
+            "stable takes the new revision",
+        )
     if current == desired:
         return settled("stable runs the desired revision")
     if spec.rollout.strategy != "Canary":
         return settled(f"{spec.rollout.strategy}: the Deployment replaces the pods itself")
-    total = _baseline(spec, live_stable_replicas)
     stable_fixed = None if stable_spec.autoscaling is not None else total
     if desired == rejected_revision:
         return RolloutPlan(
@@ -89,14 +98,6 @@ def plan(
     steps = list(spec.rollout.steps)
     if state.phase == "Succeeded":
         return settled("promoted")
-    if state.phase == "Promoting":
-        return RolloutPlan(
-            TrackPlan(spec, desired, fixed),
-            TrackPlan(spec, desired, total),
-            100,
-            state,
-            "stable takes the new revision",
-        )
     if state.phase == "RolledBack":
         return RolloutPlan(TrackPlan(stable_spec, current, stable_fixed), None, 0, state, state.reason or "rolled back")
     weight = state.weight(steps)

@@ -59,6 +59,11 @@ class WorkloadState:
         return self.observed and self.updated >= self.desired and self.available >= self.desired
 
     @property
+    def rolled_out(self) -> bool:
+        """The Deployment has fully rolled out its template: every pod updated and ready, no old one left."""
+        return self.is_ready and self.replicas == self.updated == self.desired and self.ready >= self.desired
+
+    @property
     def summary(self) -> str:
         return f"{self.ready}/{self.desired} serving pods ready, {self.updated} updated"
 
@@ -141,3 +146,16 @@ def failed_status(
     conditions = set_condition(conditions, PROGRESSING, False, reason, message, generation, now)
     conditions = set_condition(conditions, DEGRADED, True, reason, message, generation, now)
     return {"observedGeneration": generation, "phase": "Failed", "conditions": conditions}
+
+
+def apply_failed_status(
+    previous: dict[str, Any] | None, *, generation: int | None, message: str, failures: int, now: str
+) -> dict[str, Any]:
+    """Status while applying keeps failing (kopf retries): Ready=False, reason ApplyFailed, the API's
+    message and how many attempts failed in a row. The phase and everything else are kept."""
+    previous = previous or {}
+    text = f"{message} (failed {failures} time{'s' if failures != 1 else ''} in a row; retrying)"
+    conditions = list(previous.get("conditions", []))
+    conditions = set_condition(conditions, READY, False, "ApplyFailed", text, generation, now)
+    conditions = set_condition(conditions, DEGRADED, True, "ApplyFailed", text, generation, now)
+    return {"conditions": conditions}

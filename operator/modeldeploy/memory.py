@@ -1,0 +1,83 @@
+"""What the operator remembers per ModelDeployment: one object, owned by the handlers, passed in.
+
+- the latest body seen by the watch (for the resync and rollout loops and child events);
+- the status it last gave the object: only the operator writes status, so this is never older
+  than what a watched body carries and often newer (a second reconcile right after the first
+  must not decide from the snapshot the first already moved past);
+- the stable revision read from its ControllerRevision history (read once, then kept);
+- one lock, so reconciles of one object never overlap;
+- how many applies in a row failed (the retry count shown in status).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from modeldeploy import api
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class StableRevision:
+    revision: str
+    spec: api.ModelDeploymentSpec
+    number: int  # the ControllerRevision's sequence number
+
+
+@dataclass
+class Entry:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_status: dict[str, Any] | None = None
+    stable: StableRevision | None = None
+    history_loaded: bool = False
+    apply_failures: int = 0
+
+    def freshest(self, observed: dict[str, Any]) -> dict[str, Any]:
+        """The remembered status unless the observed one is about a newer generation."""
+        remembered = self.last_status
+        if remembered is None:
+            return observed
+        if (remembered.get("observedGeneration") or 0) < (observed.get("observedGeneration") or 0):
+            return observed
+        return remembered
+
+    def remember(self, written: dict[str, Any], base: dict[str, Any]) -> None:
+        self.last_status = {**base, **written}
+
+
+class Memory:
+    """Per-object memory of one operator process."""
+
+    def __init__(self) -> None:
+        self.known: dict[Key, dict[str, Any]] = {}
+        self._entries: dict[str, Entry] = {}
+        self._guard = threading.Lock()
+
+    def entry(self, body: dict[str, Any]) -> Entry:
+        meta = body.get("metadata", {})
+        key = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
+        with self._guard:
+            found = self._entries.get(key)
+            if found is None:
+                found = self._entries[key] = Entry()
+            return found
+
+    def seen(self, body: dict[str, Any]) -> None:
+        meta = body.get("metadata", {})
+        self.known[(meta.get("namespace") or "default", meta["name"])] = body
+
+    def forget(self, body: dict[str, Any]) -> None:
+        meta = body.get("metadata", {})
+        self.known.pop((meta.get("namespace") or "default", meta.get("name")), None)
+        with self._guard:
+            self._entries.pop(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}", None)
+
+    def owner(self, key: Key) -> dict[str, Any] | None:
+        return self.known.get(key)
+
+    def status_of(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The freshest status known for a body."""
+        return self.entry(body).freshest(body.get("status") or {})
