@@ -62,7 +62,7 @@ unit: install ## unit tests only
 integration: install ## integration tests only
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-e2e: install ## e2e tests against the cluster in the current kubeconfig
+e2e: install ## e2e tests on the cluster of the current kubeconfig (E2E_CONTEXT must name its context)
 	$(BIN)/pytest tests/e2e --with-e2e $(PYTEST_ARGS)
 
 demo: install ## render the bundled examples, then serve a model built in code and query it

@@ -1,58 +1,45 @@
 """The operator against a real API server: children, status, drift, pruning, garbage collection.
 
-Pods never need to start: only what the API server and its controllers (garbage collector)
-do is checked. The operator runs as `modeldeploy run` on the current kubeconfig, watching one
-scratch namespace.
+The operator runs as `modeldeploy run` on this machine against the current kubeconfig, watching
+one scratch namespace. Where the fake kubelet runs (shared/realk8s), pods become Ready unless they
+carry NEVER_READY_LABEL; the status must say which.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.e2e.conftest import ROOT, kubectl, kubectl_json
+from tests.e2e.conftest import (
+    NEVER_READY_LABEL,
+    ROOT,
+    condition,
+    get,
+    kubectl,
+    kubectl_json,
+    scratch_namespace,
+    start_operator,
+    stop,
+    wait_for,
+)
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+NEVER_READY = {"labels": {NEVER_READY_LABEL[0]: NEVER_READY_LABEL[1]}}
 
 
 @pytest.fixture(scope="module")
-def operator_namespace(crd_installed: None) -> Iterator[str]:
-    name = f"md-op-e2e-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modeldeploy.cli", "run", "-n", name, "--metrics-port=0", "--liveness=",
-         "--resync-seconds=5"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+def operator_namespace(crd_installed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    name = scratch_namespace("md-op-e2e")
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = start_operator("-n", name, "--metrics-port=0", "--liveness=", "--resync-seconds=5", log=log)
     yield name
-    process.terminate()
-    process.wait(30)
+    stop(process)
     kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (AssertionError, KeyError, StopIteration) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
-
-
-def get(kind: str, ns: str, name: str) -> dict[str, Any] | None:
-    result = kubectl("get", kind, name, "-n", ns, "-o", "json", "--show-managed-fields", check=False)
-    return yaml.safe_load(result.stdout) if result.returncode == 0 else None
 
 
 def apply(ns: str, name: str, **spec: Any) -> None:
@@ -61,31 +48,75 @@ def apply(ns: str, name: str, **spec: Any) -> None:
     kubectl("apply", "--server-side", "--field-manager=e2e-user", "-n", ns, "-f", "-", input=yaml.safe_dump(body))
 
 
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_)
+def status_of(ns: str, name: str) -> dict[str, Any]:
+    return (get("md", ns, name) or {}).get("status", {})
 
 
-def test_example_reconciles_into_owned_children_and_status(operator_namespace: str) -> None:
+def deployment_ready(ns: str, name: str) -> bool:
+    dep = get("deployment", ns, name) or {}
+    want = dep.get("spec", {}).get("replicas", 0)
+    return bool(want) and dep.get("status", {}).get("readyReplicas", 0) == want
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_reconciles_into_owned_children_with_a_truthful_status(
+    operator_namespace: str, path: Path
+) -> None:
     ns = operator_namespace
-    kubectl("apply", "--server-side", "-n", ns, "-f", str(ROOT / "examples" / "gpu-autoscaling.yaml"))
-    md = kubectl_json("get", "md", "resnet50", "-n", ns, "--show-managed-fields")
-    for kind in ("deployment", "service", "hpa", "pdb"):
-        child = wait_for(lambda kind=kind: get(kind, ns, "resnet50"), what=f"{kind}/resnet50")
+    name = yaml.safe_load(path.read_text())["metadata"]["name"]
+    kubectl("apply", "--server-side", "-n", ns, "-f", str(path))  # as it is: no namespace edited in
+    md = kubectl_json("get", "md", name, "-n", ns)
+    kinds = ["deployment", "service", "pdb"] + (["hpa"] if "autoscaling" in md["spec"] else [])
+    for kind in kinds:
+        child = wait_for(lambda kind=kind: get(kind, ns, name), what=f"{kind}/{name}")
         (owner,) = child["metadata"]["ownerReferences"]
         assert owner["uid"] == md["metadata"]["uid"] and owner["controller"] is True
         managers = {m["manager"] for m in child["metadata"]["managedFields"]}
         assert "modeldeploy" in managers, managers
-    deployment = get("deployment", ns, "resnet50")
-    assert deployment["spec"]["template"]["spec"]["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-40GB"
-    status = wait_for(lambda: (get("md", ns, "resnet50") or {}).get("status", {}).get("observedGeneration") == 1
-                      and get("md", ns, "resnet50")["status"], what="status")  # fmt: skip
-    assert condition({"status": status}, "Progressing")["status"] == "True"  # pods never start here
-    assert condition({"status": status}, "Ready")["status"] == "False"
-    assert status["url"].startswith("http://resnet50.")
-    md = kubectl_json("get", "md", "resnet50", "-n", ns, "--show-managed-fields")
+    status = wait_for(lambda: status_of(ns, name).get("observedGeneration") == 1 and status_of(ns, name),
+                      what="status")  # fmt: skip
+    assert status["url"].startswith(f"http://{name}.{ns}.svc")
+    # Truthful: Ready follows the Deployment's ready pods (the fake kubelet makes them ready where it runs).
+    wait_for(
+        lambda: (condition({"status": status_of(ns, name)}, "Ready")["status"] == "True") == deployment_ready(ns, name),
+        what="Ready agreeing with the Deployment",
+    )
+    md = kubectl_json("get", "md", name, "-n", ns, "--show-managed-fields")
     assert not any(
         m["manager"] == "modeldeploy" and "f:spec" in m.get("fieldsV1", {}) for m in md["metadata"]["managedFields"]
     ), "the operator must never own spec fields"
+    if "nvidia" in path.stem or "gpu" in path.stem:
+        template = get("deployment", ns, name)["spec"]["template"]["spec"]
+        assert template["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-40GB"
+
+
+def test_ready_follows_the_pods(operator_namespace: str, pods_become_ready: None) -> None:
+    ns = operator_namespace
+    apply(ns, "ready", replicas=2)
+    wait_for(lambda: condition({"status": status_of(ns, "ready")}, "Ready")["status"] == "True", what="Ready=True")
+    status = status_of(ns, "ready")
+    assert status["readyReplicas"] == 2 and condition({"status": status}, "Ready")["reason"] == "Available"
+    # A kubelet reports the pods unready (failing readiness probes): Ready must go False.
+    pods = kubectl_json("get", "pods", "-n", ns, "-l", "app.kubernetes.io/instance=ready")["items"]
+    assert len(pods) == 2
+    for pod in pods:
+        conditions = [
+            {**c, "status": "False"} if c["type"] in ("Ready", "ContainersReady") else c
+            for c in pod["status"]["conditions"]
+        ]
+        body = {"status": {"conditions": conditions}}
+        kubectl("patch", "pod", pod["metadata"]["name"], "-n", ns, "--subresource=status", "--type=merge",
+                "-p", json.dumps(body))  # fmt: skip
+    wait_for(lambda: condition({"status": status_of(ns, "ready")}, "Ready")["status"] == "False", what="Ready=False")
+    assert status_of(ns, "ready").get("readyReplicas", 0) == 0
+
+
+def test_never_ready_pods_keep_ready_false(operator_namespace: str) -> None:
+    ns = operator_namespace
+    apply(ns, "unready", replicas=1, pod=NEVER_READY)
+    status = wait_for(lambda: status_of(ns, "unready").get("conditions") and status_of(ns, "unready"), what="status")
+    assert condition({"status": status}, "Ready")["status"] == "False"
+    assert condition({"status": status}, "Progressing")["status"] == "True"
 
 
 def test_spec_change_drift_and_pruning(operator_namespace: str) -> None:
@@ -143,9 +174,10 @@ def test_canary_starts_waits_for_ready_pods_and_aborts(operator_namespace: str) 
     """Pods never start here: the canary must appear, hold its weight, and roll back on abort."""
     ns = operator_namespace
     rollout = {"strategy": "Canary", "steps": [25, 50], "interval": "10s"}
-    apply(ns, "canary", replicas=4, rollout=rollout)
+    apply(ns, "canary", replicas=4, rollout=rollout, pod=NEVER_READY)
     wait_for(lambda: get("deployment", ns, "canary"), what="stable Deployment")
-    apply(ns, "canary", replicas=4, rollout=rollout, model={"name": "m", "storageUri": "s3://bucket/m", "version": 2})
+    apply(ns, "canary", replicas=4, rollout=rollout, pod=NEVER_READY,
+          model={"name": "m", "storageUri": "s3://bucket/m", "version": 2})  # fmt: skip
     canary_dep = wait_for(lambda: get("deployment", ns, "canary-canary"), what="canary Deployment")
     assert canary_dep["spec"]["template"]["metadata"]["labels"]["modeldeploy.io/track"] == "canary"
     assert canary_dep["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
