@@ -175,7 +175,9 @@ def test_namespaced_mode_grants_only_the_watched_namespace_and_removes_the_crd_u
         kubectl("get", "role", FULLNAME, "-n", watched)
         sa = f"system:serviceaccount:{release_ns}:{FULLNAME}"
         assert kubectl("auth", "can-i", "list", "modeldeployments.modeldeploy.io", "-n", watched, "--as", sa).stdout.strip() == "yes"  # fmt: skip
-        denied = kubectl("auth", "can-i", "list", "modeldeployments.modeldeploy.io", "-n", other, "--as", sa, check=False)
+        denied = kubectl(
+            "auth", "can-i", "list", "modeldeployments.modeldeploy.io", "-n", other, "--as", sa, check=False
+        )
         assert denied.stdout.strip() == "no"
         assert "helm.sh/resource-policy" not in kubectl_json("get", "crd", CRD_NAME)["metadata"].get("annotations", {})
 
