@@ -132,6 +132,28 @@ def _run_fetch(argv: Sequence[str]) -> int:
     return 0
 
 
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def _return_large_buffers_to_the_os() -> None:
+    """Serve every allocation over 1 MiB with its own mmap (glibc), so a large request's memory is given back.
+
+    glibc otherwise raises its mmap threshold after the first large free, up to 32 MiB, and
+    large request bodies then fragment the heap: RSS stays high long after they are gone.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        ctypes.CDLL(name).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        log.debug("mallopt unavailable; large buffers stay with the allocator")
+
+
 def _run_server(args: argparse.Namespace) -> int:
     from modelserve import config as cfg
     from modelserve import runtime, server
@@ -140,6 +162,7 @@ def _run_server(args: argparse.Namespace) -> int:
     from modelserve.repository import RepositorySettings
 
     server.configure_logging(args.log_verbose, args.log_format)
+    _return_large_buffers_to_the_os()
     parameters: dict[str, str] = {}
     if args.quantization is not None:
         parameters["quantization"] = args.quantization

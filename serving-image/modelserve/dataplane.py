@@ -182,6 +182,14 @@ class DataPlane:
 
     # --- inference ---
 
+    def admit(self, name: str, version: str = "") -> None:
+        """Refuse what would be refused anyway before the body is read or decoded."""
+        if self.shutting_down:
+            raise Unavailable("server is shutting down")
+        batcher = self.repository.get(name, version).batcher
+        if batcher.queued >= batcher.max_queue_size:
+            raise Unavailable(f"request queue is full ({batcher.max_queue_size} waiting); retry later")
+
     async def infer(self, request: InferRequest) -> InferResponse:
         if self.shutting_down:
             raise Unavailable("server is shutting down")

@@ -56,20 +56,28 @@ def decode_infer_request(msg: pb.ModelInferRequest) -> InferRequest:
     )
 
 
-def parse_infer_request(raw: bytes) -> InferRequest:
-    """Wire bytes to a decoded request; whatever goes wrong is the client's fault."""
+def parse_message(raw: bytes) -> pb.ModelInferRequest:
     try:
-        return decode_infer_request(pb.ModelInferRequest.FromString(raw))
+        return pb.ModelInferRequest.FromString(raw)
     except DecodeError as exc:
         raise InvalidArgument(f"malformed ModelInferRequest protobuf: {exc}") from None
+
+
+def decode_message(msg: pb.ModelInferRequest) -> InferRequest:
+    """A parsed message's tensors; whatever goes wrong is the client's fault."""
+    try:
+        return decode_infer_request(msg)
     except Exception as exc:  # decoding depends on the request alone
         raise client_fault(exc, "cannot decode the inference request") from None
 
 
-async def parse_infer_request_async(raw: bytes) -> InferRequest:
+async def parse_infer_request(raw: bytes, admit: Callable[[str, str], None]) -> InferRequest:
+    """Parse, admit (model known and not overloaded) and decode; a large message decodes on a worker thread."""
+    msg = parse_message(raw)
+    admit(msg.model_name, msg.model_version)
     if len(raw) > THREAD_DECODE_BYTES:  # health and other clients never wait on a large message
-        return await asyncio.to_thread(parse_infer_request, raw)
-    return parse_infer_request(raw)
+        return await asyncio.to_thread(decode_message, msg)
+    return decode_message(msg)
 
 
 def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
@@ -123,7 +131,7 @@ class InferenceServicer:
         return pb.RepositoryModelUnloadResponse()
 
     async def ModelInfer(self, raw: bytes, context: Any) -> pb.ModelInferResponse:
-        request = await parse_infer_request_async(raw)
+        request = await parse_infer_request(raw, self.dp.admit)
         del raw  # the decoded tensors are all that is needed from here on
         return encode_infer_response(await self.dp.infer(request))
 
@@ -135,7 +143,7 @@ class InferenceServicer:
             await context.abort(exc.grpc_code, exc.message)
         async for raw in messages:
             try:
-                request = await parse_infer_request_async(raw)
+                request = await parse_infer_request(raw, self.dp.admit)
                 del raw
                 reply = pb.ModelStreamInferResponse(infer_response=encode_infer_response(await self.dp.infer(request)))
             except ServeError as exc:
@@ -190,13 +198,19 @@ def check_restricted(restrictions: Restrictions, api: str, context: grpc.aio.Ser
 
 
 def _guard(
-    method: Callable[[Any, Any], Awaitable[Any]], request_type: type[Any], api: str, restrictions: Restrictions
+    method: Callable[[Any, Any], Awaitable[Any]],
+    request_type: type[Any],
+    response_type: type[Any],
+    api: str,
+    restrictions: Restrictions,
 ) -> Callable[[bytes, Any], Awaitable[Any]]:
     """Parse the request and map data plane errors to gRPC status codes.
 
     Parsing happens here rather than in grpc's deserializer, which would answer a
     malformed message with UNKNOWN; here it is INVALID_ARGUMENT with the reason.
-    An unexpected error costs one call only.
+    An unexpected error costs one call only. Errors set the status instead of raising
+    through `context.abort`: an exception's traceback would keep this frame, and with it
+    the request's bytes and tensors, alive until the garbage collector happens to run.
     """
 
     raw_request = request_type is bytes  # the method parses (and decodes) the bytes itself
@@ -216,9 +230,9 @@ def _guard(
         except Exception as exc:
             log.exception("unhandled error in gRPC handler")
             code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {clip(str(exc), 300)}"
-        # aborted outside the except block, the request's bytes and tensors are not kept alive by a traceback
-        request = None
-        await context.abort(code, message)
+        context.set_code(code)
+        context.set_details(message)
+        return response_type()
 
     return handler
 
@@ -228,7 +242,8 @@ def generic_handler(dataplane: DataPlane, restrictions: Restrictions | None = No
     servicer = InferenceServicer(dataplane, restrictions)
     handlers: dict[str, grpc.RpcMethodHandler] = {
         name: grpc.unary_unary_rpc_method_handler(
-            _guard(getattr(servicer, name), req, API_OF[name], restrictions), response_serializer=resp.SerializeToString
+            _guard(getattr(servicer, name), req, resp, API_OF[name], restrictions),
+            response_serializer=resp.SerializeToString,
         )
         for name, (req, resp) in UNARY.items()
     }

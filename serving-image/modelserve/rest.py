@@ -132,6 +132,7 @@ class RestApp:
             raise NotFound(f"no route for {method} {clip(path)}")
         name, version, action = match["name"], match["version"] or "", match["action"] or ""
         if method == "POST" and action == "/infer":
+            dp.admit(name, version)  # unknown model, shutting down, full queue: refused before the body is read
             return await self._infer(name, version, scope, await self._read_body(scope, receive))
         if method != "GET":
             raise NotFound(f"no route for {method} {clip(path)}")

@@ -282,7 +282,8 @@ def test_bad_stream_message_answers_with_error_and_the_stream_goes_on(server: Se
 
 
 def test_health_answers_while_a_large_bytes_body_decodes(tmp_path: Path) -> None:
-    """4 Mi zero-length BYTES elements decode on a worker thread; health answers meanwhile."""
+    """4 Mi zero-length BYTES elements decode on a worker thread (for a model that exists: an unknown one
+    is refused before the body is read); health answers meanwhile."""
     repo = examples.write_repository(tmp_path / "models", ["simple"])
     server = ServingProcess(repo, args=[f"--http-max-body-bytes={64 * MIB}"]).start()
     try:
@@ -297,7 +298,7 @@ def test_health_answers_while_a_large_bytes_body_decodes(tmp_path: Path) -> None
             with httpx.Client(timeout=120) as c:
                 started = time.monotonic()
                 result["response"] = c.post(
-                    f"http://{server.http_url}/v2/models/nosuchmodel/infer",
+                    f"http://{server.http_url}/v2/models/simple/infer",
                     content=body,
                     headers={"Inference-Header-Content-Length": str(len(header))},
                 )
@@ -317,7 +318,7 @@ def test_health_answers_while_a_large_bytes_body_decodes(tmp_path: Path) -> None
         sender.join()
         response = result["response"]
         assert isinstance(response, httpx.Response)
-        assert response.status_code == 404, response.text
+        assert response.status_code == 400 and "unexpected input 'S'" in response.text, response.text
         assert probes >= 3, (probes, result["seconds"])
         assert worst < 1.0, f"health took {worst:.2f}s while the body decoded ({result['seconds']:.1f}s)"
     finally:
@@ -334,3 +335,30 @@ def test_bytes_count_larger_than_the_data_is_refused_at_once(client: httpx.Clien
     )
     assert_one_line_error(response, 400, "cannot fit in 8 bytes")
     assert time.monotonic() - started < 1.0
+
+
+def test_rejected_large_grpc_calls_do_not_keep_their_memory(tmp_path: Path) -> None:
+    """20 ModelInfer calls of 60 MiB with raw contents of the wrong size: RSS comes back down."""
+    repo = examples.write_repository(tmp_path / "models", ["simple"])
+    server = ServingProcess(repo).start()
+    try:
+        start_rss = vm_kib(server, "VmRSS")
+        message = pb.ModelInferRequest(model_name="simple")
+        for name in ("INPUT0", "INPUT1"):
+            message.inputs.add(name=name, datatype="FP32", shape=[1, 16])
+            message.raw_input_contents.append(b"\0" * (30 * MIB))
+        raw = message.SerializeToString()
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            call = channel.unary_unary(GRPC_INFER)
+            for _ in range(20):
+                with pytest.raises(grpc.RpcError) as info:
+                    call(raw, timeout=30)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "needs 64 bytes of data" in info.value.details()
+        time.sleep(2)
+        grown_mib = (vm_kib(server, "VmRSS") - start_rss) / 1024
+        peak_mib = vm_kib(server, "VmHWM") / 1024
+        assert grown_mib < 256, f"RSS still {grown_mib:.0f} MiB above the start after 20 rejected 60 MiB calls"
+        assert peak_mib < 1024, f"peak RSS {peak_mib:.0f} MiB"
+    finally:
+        assert server.stop() == 0
