@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--http-max-body-bytes", type=int, default=64 * 1024 * 1024, help="largest HTTP body and gRPC message accepted"
     )
+    p.add_argument("--http-max-header-bytes", type=int, default=64 * 1024, help="largest HTTP request head (431 above)")
+    p.add_argument("--http-max-headers", type=int, default=100, help="most HTTP header fields (431 above)")
+    p.add_argument(
+        "--http-header-timeout-secs",
+        type=float,
+        default=10.0,
+        help="close a connection whose request head has not arrived within this many seconds (408)",
+    )
     p.add_argument(
         "--http-restricted-api",
         action="append",
@@ -101,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         default=True,
         help="use CUDA/TensorRT providers when available",
+    )
+    r.add_argument(
+        "--require-gpu",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="fail a model's load when onnxruntime has no CUDA provider (set for pods that reserve a GPU)",
     )
     r.add_argument("--cache-dir", type=Path, help="writable directory for optimized models")
     t = p.add_argument_group("test-only fault injection (never in production)")
@@ -188,6 +204,7 @@ def _run_server(args: argparse.Namespace) -> int:
             inter_op_threads=args.inter_op_threads,
             allow_spinning=args.allow_spinning,
             use_gpu=args.allow_gpu,
+            require_gpu=args.require_gpu,
         ),
         cache_dir=args.cache_dir,
     )
@@ -207,6 +224,9 @@ def _run_server(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         exit_timeout_secs=args.exit_timeout_secs,
         max_body_bytes=args.http_max_body_bytes,
+        max_head_bytes=args.http_max_header_bytes,
+        max_headers=args.http_max_headers,
+        head_timeout_secs=args.http_header_timeout_secs,
         http_restrictions=http_restrictions,
         grpc_restrictions=grpc_restrictions,
     )

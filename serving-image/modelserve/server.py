@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import uvicorn
 
 from modelserve import grpc as grpc_api
+from modelserve import httplimits
 from modelserve.dataplane import DataPlane
 from modelserve.faults import FaultInjector
 from modelserve.repository import Repository, RepositorySettings
@@ -38,6 +39,9 @@ class ServerOptions:
     metrics_port: int = 8002
     exit_timeout_secs: float = 30.0
     max_body_bytes: int = 64 * 1024 * 1024
+    max_head_bytes: int = httplimits.DEFAULT_MAX_HEAD_BYTES
+    max_headers: int = httplimits.DEFAULT_MAX_HEADERS
+    head_timeout_secs: float = httplimits.DEFAULT_HEAD_TIMEOUT
     http_restrictions: Restrictions = field(default_factory=Restrictions)
     grpc_restrictions: Restrictions = field(default_factory=Restrictions)
 
@@ -50,13 +54,13 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
-def _http_server(app: object, host: str, port: int) -> _EmbeddedUvicorn:
+def _http_server(app: object, host: str, port: int, options: ServerOptions) -> _EmbeddedUvicorn:
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="none",
-        http="httptools",
+        http=httplimits.bounded_protocol(options.max_head_bytes, options.max_headers, options.head_timeout_secs),
         lifespan="off",
         access_log=False,
         log_level="warning",
@@ -87,8 +91,8 @@ async def serve(options: ServerOptions, settings: RepositorySettings, faults: Fa
         loop.add_signal_handler(sig, stop.set)
 
     rest_app = RestApp(dataplane, options.max_body_bytes, options.http_restrictions)
-    http = _http_server(rest_app, options.http_address, options.http_port)
-    metrics = _http_server(MetricsApp(dataplane), options.http_address, options.metrics_port)
+    http = _http_server(rest_app, options.http_address, options.http_port, options)
+    metrics = _http_server(MetricsApp(dataplane), options.http_address, options.metrics_port, options)
     grpc_server = grpc_api.create_server(
         dataplane, f"{options.grpc_address}:{options.grpc_port}", options.max_body_bytes, options.grpc_restrictions
     )

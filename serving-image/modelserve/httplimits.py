@@ -1,0 +1,111 @@
+"""Bounds on the HTTP request head: its size, its number of fields, and how long it may take to arrive.
+
+uvicorn's httptools protocol accepts heads of any size (a 32 MiB header costs seconds of
+CPU) and waits for ever on a client that trickles its head in. This subclass refuses a head
+over `max_head_bytes` with 431, more than `max_headers` fields with 431, and closes a
+connection whose head is not complete `head_timeout` seconds after it began (408).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+DEFAULT_MAX_HEAD_BYTES = 64 * 1024
+DEFAULT_MAX_HEADERS = 100
+DEFAULT_HEAD_TIMEOUT = 10.0
+
+REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+class _HeadRefused(Exception):
+    """Stops the parser once the head has been refused."""
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    max_head_bytes = DEFAULT_MAX_HEAD_BYTES
+    max_headers = DEFAULT_MAX_HEADERS
+    head_timeout = DEFAULT_HEAD_TIMEOUT
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_count = 0
+        self._refused = False
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._in_head and self._head_bytes > self.max_head_bytes and not self._refused:
+            self._refuse(431, f"request head exceeds {self.max_head_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_count = 0
+        self._arm_head_timer()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.max_headers:
+            self._refuse(431, f"more than {self.max_headers} header fields")
+            raise _HeadRefused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # a refused head already has its answer
+            super().send_400_response(msg)
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self._refuse(408, f"request head not received within {self.head_timeout:g} s")
+
+    def _refuse(self, status: int, message: str) -> None:
+        self._refused = True
+        self._cancel_head_timer()
+        body = f'{{"error":"{message}"}}'.encode()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (status, REASONS[status], len(body), body)
+        )
+        self.transport.close()
+
+
+def bounded_protocol(max_head_bytes: int, max_headers: int, head_timeout: float) -> type[BoundedHttpToolsProtocol]:
+    """The protocol class for uvicorn's `http=` setting, with these bounds."""
+    return type(
+        "ConfiguredHttpToolsProtocol",
+        (BoundedHttpToolsProtocol,),
+        {"max_head_bytes": max_head_bytes, "max_headers": max_headers, "head_timeout": head_timeout},
+    )
