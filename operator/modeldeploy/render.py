@@ -152,6 +152,8 @@ def _server_command(spec: api.ModelDeploymentSpec) -> list[str]:
         "--log-format=json",
     ]
     command.extend(f"--preferred-batch-size={size}" for size in rt.preferred_batch_sizes)
+    if spec.gpu is not None and spec.gpu.count > 0:
+        command.append("--require-gpu")  # a CPU-only image fails the load instead of running on the CPU
     return command + list(rt.args)
 
 

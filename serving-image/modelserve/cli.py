@@ -118,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="fail a model's load when onnxruntime has no CUDA provider (set for pods that reserve a GPU)",
     )
+    r.add_argument(
+        "--require-gpu",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="fail a model's load when onnxruntime has no CUDA provider (set for pods that reserve a GPU)",
+    )
     r.add_argument("--cache-dir", type=Path, help="writable directory for optimized models")
     t = p.add_argument_group("test-only fault injection (never in production)")
     t.add_argument("--fault-failure-ratio", type=float, help="fail this fraction of requests (0..1)")
@@ -204,6 +212,7 @@ def _run_server(args: argparse.Namespace) -> int:
             inter_op_threads=args.inter_op_threads,
             allow_spinning=args.allow_spinning,
             use_gpu=args.allow_gpu,
+            require_gpu=args.require_gpu,
             require_gpu=args.require_gpu,
         ),
         cache_dir=args.cache_dir,

@@ -34,6 +34,7 @@ class RuntimeSettings:
     inter_op_threads: int = 0
     allow_spinning: bool = False
     use_gpu: bool = True
+    require_gpu: bool = False
 
 
 def _dim(value: object) -> int:
@@ -54,10 +55,21 @@ def model_io(session: ort.InferenceSession, source: str) -> cfg.ModelIO:
 
 
 def execution_providers(config: cfg.ModelConfig, settings: RuntimeSettings) -> list[str]:
-    """CUDA (or TensorRT when asked for) where available and allowed, CPU always last."""
+    """CUDA (or TensorRT when asked for) where available and allowed, CPU always last.
+
+    A model that must run on a GPU (instance_group KIND_GPU, as Triton refuses such a model
+    without one, or the server's --require-gpu) fails to load where onnxruntime has no CUDA
+    provider, instead of running on the CPU unnoticed.
+    """
     available = set(ort.get_available_providers())
     kinds = {group.kind for group in config.instance_group}
     wants_gpu = settings.use_gpu and cfg.mc.ModelInstanceGroup.KIND_CPU not in kinds
+    needs_gpu = settings.require_gpu or cfg.mc.ModelInstanceGroup.KIND_GPU in kinds
+    if needs_gpu and "CUDAExecutionProvider" not in available:
+        raise ModelLoadError(
+            "a GPU was asked for but onnxruntime has no CUDAExecutionProvider (available: "
+            f"{', '.join(sorted(available))}): use the GPU build of the serving image (ORT_PACKAGE=onnxruntime-gpu)"
+        )
     providers: list[str] = []
     if wants_gpu and cfg.parameter(config, "enable_tensorrt") == "true" and "TensorrtExecutionProvider" in available:
         providers.append("TensorrtExecutionProvider")

@@ -156,6 +156,7 @@ def test_gpu_scheduling_whole_gpus() -> None:
     assert container["resources"]["requests"]["nvidia.com/gpu"] == "2"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "Tesla-T4"}
     assert render.GPU_TOLERATION in pod["tolerations"]
+    assert "--require-gpu" in container["command"], "a GPU pod must not fall back to the CPU silently"
 
 
 def test_gpu_scheduling_mig_profile_and_user_toleration_kept() -> None:
@@ -178,6 +179,7 @@ def test_cpu_model_has_no_gpu_scheduling() -> None:
     pod = by_kind(render.render(load(ROOT / "examples" / "cpu-model.yaml")))["Deployment"]["spec"]["template"]["spec"]
     assert "tolerations" not in pod and "nodeSelector" not in pod
     assert not any(k.startswith("nvidia.com/") for k in pod["containers"][0]["resources"]["limits"])
+    assert "--require-gpu" not in pod["containers"][0]["command"]
 
 
 def test_pod_hardening() -> None:
