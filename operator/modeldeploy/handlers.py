@@ -24,7 +24,7 @@ from typing import Any
 
 import kopf
 
-from modeldeploy import api, reconcile
+from modeldeploy import analysis, api, reconcile
 from modeldeploy.kube import KubeClient, KubeError
 from modeldeploy.memory import Memory
 from modeldeploy.opmetrics import OperatorMetrics
@@ -53,6 +53,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if "provider" not in memo:
         memo.provider = PrometheusProvider(memo.settings.prometheus_url)
     memo.memory = Memory()
+    memo.command_tasks = set()  # keeps the background tasks of rollout commands referenced
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modeldeploy.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="modeldeploy.io", key="last-handled-configuration"
@@ -94,6 +95,30 @@ async def track(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) ->
         memo.memory.forget(dict(body))
     else:
         memo.memory.seen(dict(body))
+        # kopf leaves out annotations under its own prefix (modeldeploy.io/) when it diffs, so a
+        # modeldeploy.io/rollout command is no update for it: act on it here, at once.
+        entry = memo.memory.entry(dict(body))
+        if not entry.command_pending and _command_pending(dict(body), memo.memory):
+            entry.command_pending = True
+            memo.command_tasks.add(asyncio.create_task(_run_command(dict(body), memo)))
+
+
+def _command_pending(body: dict[str, Any], memory: Memory) -> bool:
+    state = RolloutState.decode(memory.status_of(body))
+    if state is None:
+        return False
+    try:
+        return analysis.command_of(reconcile.parse_body(body), state) is not None
+    except api.SpecError:
+        return False
+
+
+async def _run_command(body: dict[str, Any], memo: kopf.Memo) -> None:
+    try:
+        await _reconcile_in_background(body, memo, "rollout command")
+    finally:
+        memo.memory.entry(body).command_pending = False
+        memo.command_tasks.discard(asyncio.current_task())
 
 
 def _owner_key(body: kopf.Body) -> tuple[str, str] | None:

@@ -34,6 +34,7 @@ class Entry:
     stable: StableRevision | None = None
     history_loaded: bool = False
     apply_failures: int = 0
+    command_pending: bool = False  # a modeldeploy.io/rollout command is being acted on
 
     def freshest(self, observed: dict[str, Any]) -> dict[str, Any]:
         """The remembered status unless the observed one is about a newer generation."""
