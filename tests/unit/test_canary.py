@@ -143,3 +143,71 @@ def test_inconclusive_pauses_and_errors_pause_never_promote() -> None:
     assert next_state(CanaryState(), LIMITS, canary_ready=True, outcome=Outcome.ERROR).phase == "Paused"
     resumed = next_state(state, LIMITS, canary_ready=True, command=Command.RESUME)
     assert resumed.phase == "Progressing" and resumed.inconclusive == 0
+
+
+# The typed rollout state: decoded from status once, encoded once.
+from modeldeploy.rolloutstate import AnalysisRecord, RolloutState  # noqa: E402
+
+RESULTS = st.builds(
+    canary.CheckResult,
+    check=st.sampled_from(["error-rate", "latency-p99-ms", "custom"]),
+    query=st.text(max_size=20),
+    value=st.none() | st.floats(0, 1000, allow_nan=False),
+    min=st.none() | st.floats(0, 10, allow_nan=False),
+    max=st.none() | st.floats(0, 10, allow_nan=False),
+    outcome=st.sampled_from(list(Outcome)),
+)
+STATES = st.builds(
+    RolloutState,
+    revision=st.text("0123456789abcdef", min_size=10, max_size=10),
+    phase=st.sampled_from(canary.ACTIVE_PHASES),
+    step=st.integers(0, 5),
+    weight=st.integers(0, 100),
+    failures=st.integers(0, 5),
+    inconclusive=st.integers(0, 5),
+    step_started_at=st.none() | st.just("2026-01-01T00:00:00Z"),
+    last_command=st.none() | st.sampled_from([c.value for c in Command]),
+    last_analysis=st.lists(
+        st.builds(AnalysisRecord, result=RESULTS, time=st.just("2026-01-01T00:00:03Z")), max_size=3
+    ).map(tuple),
+)
+
+
+@given(state=STATES)
+def test_rollout_state_round_trips_through_status(state: RolloutState) -> None:
+    wire = {"phase": state.phase, "canary": state.encode()}
+    assert RolloutState.decode(wire) == state
+    assert not state.transition_from(RolloutState.decode(wire))
+
+
+def test_no_rollout_state_without_a_running_canary() -> None:
+    assert RolloutState.decode({}) is None
+    assert RolloutState.decode({"phase": "Succeeded", "canary": None}) is None
+
+
+@given(started=st.integers(0, 100), analysed=st.none() | st.integers(0, 200), interval=st.integers(1, 60))
+def test_next_analysis_is_one_interval_after_the_later_of_step_start_and_last_analysis(
+    started: int, analysed: int | None, interval: int
+) -> None:
+    import datetime
+
+    base = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+    def stamp(seconds: int) -> str:
+        return (base + datetime.timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+    records = () if analysed is None else (AnalysisRecord(canary.evaluate("c", "q", 1.0, None, None), stamp(analysed)),)
+    state = RolloutState("r", step_started_at=stamp(started), last_analysis=records)
+    due = state.analysis_due_at(interval)
+    assert due == base + datetime.timedelta(seconds=max(started, analysed or 0) + interval)
+    assert RolloutState("r", step_started_at=None).analysis_due_at(interval) is None, "not ready: nothing due"
+    assert RolloutState("r", phase="Paused", step_started_at=stamp(0)).analysis_due_at(interval) is None
+
+
+def test_only_phase_or_step_changes_are_transitions() -> None:
+    state = RolloutState("r", step=1, weight=25)
+    assert state.transition_from(None)
+    assert not state.transition_from(RolloutState("r", step=1, weight=25, failures=1, inconclusive=1))
+    assert state.transition_from(RolloutState("r", step=0))
+    assert state.transition_from(RolloutState("r", phase="Paused", step=1))
+    assert state.transition_from(RolloutState("other", step=1))

@@ -109,3 +109,10 @@ def test_gateway_mode_renders_weighted_route_and_track_services() -> None:
 def test_unreadable_spec_annotation_is_ignored() -> None:
     assert rollout.stable_spec_of({"metadata": {"annotations": {render.SPEC_ANNOTATION: "{not json"}}}) is None
     assert rollout.stable_spec_of(None) is None
+
+
+def test_promoting_holds_even_when_the_stable_already_runs_the_new_revision() -> None:
+    new = spec(2, replicas=3)
+    p = plan_for(new, new, state=canary.CanaryState(phase="Promoting", step=1))
+    assert p.canary is not None and p.weight == 100, "the canary stays until the stable has rolled out"
+    assert plan_for(new, new).canary is None

@@ -71,3 +71,21 @@ def test_settings_from_environment(monkeypatch) -> None:
     settings = OperatorSettings()
     assert settings.namespaces == ["ml", "serving"]
     assert settings.render.serving_image == "registry.local/ms:2"
+
+
+def test_rolled_out_needs_every_pod_updated_and_no_old_one() -> None:
+    assert status.workload_state(deployment(desired=4, ready=4, updated=4, available=4)).rolled_out
+    surge = deployment(desired=4, ready=4, updated=4, available=4)
+    surge["status"]["replicas"] = 5  # an old pod still there
+    assert not status.workload_state(surge).rolled_out
+    assert not status.workload_state(deployment(desired=4, ready=4, updated=3, available=4)).rolled_out
+    assert not status.workload_state(deployment(desired=4, ready=4, updated=4, available=4, observed=2)).rolled_out
+
+
+def test_apply_failed_keeps_phase_and_counts_failures() -> None:
+    before = {"phase": "Succeeded", "conditions": []}
+    new = status.apply_failed_status(before, generation=2, message="500: range is full", failures=3, now="t")
+    ready = next(c for c in new["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "ApplyFailed" and ready["observedGeneration"] == 2
+    assert "500: range is full" in ready["message"] and "failed 3 times" in ready["message"]
+    assert "phase" not in new
