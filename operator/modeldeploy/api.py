@@ -397,6 +397,22 @@ class PodSettings(ApiModel):
     )
 
 
+class MonitoringSpec(ApiModel):
+    """Prometheus scraping of the serving pods (docs/monitoring.md)."""
+
+    pod_monitor: bool = Field(
+        default=False,
+        description=(
+            "Render a Prometheus Operator PodMonitor (monitoring.coreos.com/v1) scraping both tracks with the"
+            " labels canary analysis and autoscaling select; needs the PodMonitor CRD."
+        ),
+    )
+    interval: Duration = Field(default="15s", description="Scrape interval of the PodMonitor.")
+    labels: LabelMap = Field(
+        default_factory=dict, description="Extra PodMonitor labels, e.g. the Prometheus' podMonitorSelector."
+    )
+
+
 class ModelDeploymentSpec(ApiModel):
     """Desired state of a served model."""
 
@@ -412,6 +428,7 @@ class ModelDeploymentSpec(ApiModel):
     autoscaling: AutoscalingSpec | None = Field(default=None, description="Horizontal autoscaling.")
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Rollout strategy and canary analysis.")
     pod: PodSettings = Field(default_factory=PodSettings, description="Pod-level pass-through settings.")
+    monitoring: MonitoringSpec | None = Field(default=None, description="Prometheus scraping of the serving pods.")
 
     @model_validator(mode="after")
     def _rules(self) -> ModelDeploymentSpec:

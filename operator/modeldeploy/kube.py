@@ -30,6 +30,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
     "HTTPRoute": ("gateway.networking.k8s.io/v1", "httproutes"),
     "GRPCRoute": ("gateway.networking.k8s.io/v1", "grpcroutes"),
+    "PodMonitor": ("monitoring.coreos.com/v1", "podmonitors"),
     "ModelDeployment": (api.API_VERSION, api.PLURAL),
 }
 

@@ -74,6 +74,7 @@ def managed_refs(md: api.ModelDeployment) -> list[ObjectRef]:
         ObjectRef("GRPCRoute", ns, name),
         ObjectRef("HorizontalPodAutoscaler", ns, name),
         ObjectRef("PodDisruptionBudget", ns, name),
+        ObjectRef("PodMonitor", ns, name),
     ]
 
 

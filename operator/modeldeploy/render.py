@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import jinja2
 import yaml
 
-from modeldeploy import api
+from modeldeploy import api, monitoring
 
 if TYPE_CHECKING:
     from modeldeploy.rollout import RolloutPlan
@@ -435,6 +435,9 @@ def render(
         objects.append(render_template("hpa.yaml.j2", build_hpa_context(md, spec.autoscaling)))
     if needs_disruption_budget(spec):
         objects.append(render_template("pdb.yaml.j2", build_pdb_context(md)))
+    if monitoring.wants_pod_monitor(spec):
+        context = monitoring.build_pod_monitor_context(md, common_labels(md), {LABEL_DEPLOYMENT: md.metadata.name})
+        objects.append(render_template("podmonitor.yaml.j2", context))
     return objects
 
 

@@ -102,6 +102,12 @@ async def exercise_every_path(emulator: kmock.KubernetesEmulator) -> None:
         await eventually(
             lambda: obj(emulator, "v1/services", "ml", "routed-canary") is None, what="track Service pruned"
         )
+        monitors = "monitoring.coreos.com/v1/podmonitors"
+        await create(emulator, model_deployment("watched", monitoring={"podMonitor": True}))
+        await eventually(lambda: obj(emulator, monitors, "ml", "watched"), what="PodMonitor")
+        await eventually(lambda: resynced(emulator, "podmonitors"), what="PodMonitor re-applied")
+        await patch(emulator, "ml", "watched", {"metadata": {"generation": 2}, "spec": {"monitoring": None}})
+        await eventually(lambda: obj(emulator, monitors, "ml", "watched") is None, what="PodMonitor pruned")
         await create(emulator, model_deployment("bad", replicas=-1))
         await eventually(
             lambda: (obj(emulator, "modeldeploy.io/v1alpha1/modeldeployments", "ml", "bad") or {}).get("status")
