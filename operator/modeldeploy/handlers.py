@@ -186,6 +186,8 @@ def _report(memo: kopf.Memo, body: dict[str, Any], outcome: reconcile.Outcome) -
     """Events and metrics of one reconcile: canary ones only on a real transition."""
     if outcome.pruned:
         event(memo, body, "Pruned", f"deleted {', '.join(f'{r.kind}/{r.name}' for r in outcome.pruned)}")
+    meta = body["metadata"]
+    memo.metrics.record_status(meta.get("namespace") or "default", meta["name"], outcome.status)
     if outcome.analysis is not None:
         memo.metrics.analyses.labels(outcome.analysis).inc()
     if outcome.transition is not None:

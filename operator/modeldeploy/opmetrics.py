@@ -1,12 +1,17 @@
-"""The operator's own Prometheus metrics: reconciles (count, errors, duration) and canary analyses."""
+"""The operator's own Prometheus metrics: reconciles (count, errors, duration), canary analyses and weights.
+
+Per-ModelDeployment labels are `modeldeploy_namespace` and `modeldeploy_deployment`: a scrape
+sets `namespace` to the operator's own namespace, so that name would be renamed away.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 OUTCOMES = ("success", "invalid_spec", "transient_error", "error")
 
@@ -33,6 +38,17 @@ class OperatorMetrics:
         )
         self.rollbacks = Counter("modeldeploy_canary_rollbacks", "Canaries rolled back", registry=self.registry)
         self.promotions = Counter("modeldeploy_canary_promotions", "Canaries promoted", registry=self.registry)
+        self.canary_weight = Gauge(
+            "modeldeploy_canary_weight",
+            "Traffic share of the running canary in percent; 0 when none runs",
+            ["modeldeploy_namespace", "modeldeploy_deployment"],
+            registry=self.registry,
+        )
+
+    def record_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """The canary weight a reconcile left in a ModelDeployment's status."""
+        weight = (status.get("canary") or {}).get("weight") or 0
+        self.canary_weight.labels(namespace, name).set(float(weight))
 
     @contextmanager
     def reconcile(self) -> Iterator[dict[str, str]]:
