@@ -118,14 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="fail a model's load when onnxruntime has no CUDA provider (set for pods that reserve a GPU)",
     )
-    r.add_argument(
-        "--require-gpu",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        help="fail a model's load when onnxruntime has no CUDA provider (set for pods that reserve a GPU)",
-    )
     r.add_argument("--cache-dir", type=Path, help="writable directory for optimized models")
     t = p.add_argument_group("test-only fault injection (never in production)")
     t.add_argument("--fault-failure-ratio", type=float, help="fail this fraction of requests (0..1)")
@@ -156,37 +148,15 @@ def _run_fetch(argv: Sequence[str]) -> int:
     return 0
 
 
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 1 << 20
-
-
-def _return_large_buffers_to_the_os() -> None:
-    """Serve every allocation over 1 MiB with its own mmap (glibc), so a large request's memory is given back.
-
-    glibc otherwise raises its mmap threshold after the first large free, up to 32 MiB, and
-    large request bodies then fragment the heap: RSS stays high long after they are gone.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    try:
-        ctypes.CDLL(name).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        log.debug("mallopt unavailable; large buffers stay with the allocator")
-
-
 def _run_server(args: argparse.Namespace) -> int:
     from modelserve import config as cfg
-    from modelserve import runtime, server
+    from modelserve import memory, runtime, server
     from modelserve.errors import ModelLoadError
     from modelserve.faults import FaultInjector
     from modelserve.repository import RepositorySettings
 
     server.configure_logging(args.log_verbose, args.log_format)
-    _return_large_buffers_to_the_os()
+    memory.tune_allocator()
     parameters: dict[str, str] = {}
     if args.quantization is not None:
         parameters["quantization"] = args.quantization
@@ -212,7 +182,6 @@ def _run_server(args: argparse.Namespace) -> int:
             inter_op_threads=args.inter_op_threads,
             allow_spinning=args.allow_spinning,
             use_gpu=args.allow_gpu,
-            require_gpu=args.require_gpu,
             require_gpu=args.require_gpu,
         ),
         cache_dir=args.cache_dir,

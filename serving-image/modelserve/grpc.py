@@ -15,7 +15,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from modelserve import codecs
+from modelserve import codecs, memory
 from modelserve.dataplane import DataPlane, InferInput, InferRequest, InferResponse, RequestedOutput
 from modelserve.errors import InvalidArgument, ServeError, client_fault, clip
 from modelserve.proto import grpc_service_pb2 as pb
@@ -142,6 +142,7 @@ class InferenceServicer:
         except ServeError as exc:
             await context.abort(exc.grpc_code, exc.message)
         async for raw in messages:
+            memory.request_done(len(raw))
             try:
                 request = await parse_infer_request(raw, self.dp.admit)
                 del raw
@@ -216,6 +217,7 @@ def _guard(
     raw_request = request_type is bytes  # the method parses (and decodes) the bytes itself
 
     async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        memory.request_done(len(raw))  # the trim runs after this call has let go of the request
         try:
             check_restricted(restrictions, api, context)
             if raw_request:

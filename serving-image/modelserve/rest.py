@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelserve import codecs
+from modelserve import codecs, memory
 from modelserve import config as cfg
 from modelserve.bodies import parse_length, read_body
 from modelserve.dataplane import DataPlane, InferInput, InferRequest, InferResponse, RequestedOutput
@@ -147,6 +147,7 @@ class RestApp:
         raise NotFound(f"no route for {method} {clip(path)}")
 
     async def _infer(self, name: str, version: str, scope: Scope, body: bytes) -> Response:
+        memory.request_done(len(body))  # the trim runs after this request has let go of its body
         header_length = dict(scope["headers"]).get(HEADER_LENGTH.encode())
         split = None if header_length is None else parse_length(header_length, "Inference-Header-Content-Length")
         if split is not None and split > len(body):
