@@ -23,6 +23,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from modeldeploy import cel
+from modeldeploy.apibase import ApiModel
+from modeldeploy.storageapi import CHECKSUM_PATTERN, MODEL_SOURCE_RULES, EnvVar, ModelStorage, storage_problem
 
 GROUP = "modeldeploy.io"
 VERSION = "v1alpha1"
@@ -92,18 +94,10 @@ def duration_seconds(value: str) -> float:
     return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(value))
 
 
-class ApiModel(BaseModel):
-    """Base for every spec model: camelCase on the wire, unknown fields rejected."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True)
-
-    def to_wire(self) -> dict[str, Any]:
-        """The object as it appears in YAML: camelCase, unset optionals left out."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
-
-
 class ModelSource(ApiModel):
     """Which model to serve and where it is stored."""
+
+    model_config = ConfigDict(json_schema_extra=cel.schema_extra(*MODEL_SOURCE_RULES))
 
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$", max_length=63)] = (
         Field(description="Model name in the serving repository; clients address it as /v2/models/<name>.")
@@ -117,15 +111,20 @@ class ModelSource(ApiModel):
     )
     version: int = Field(default=1, ge=1, le=1_000_000, description="Model version directory to serve.")
     format: Literal["onnx"] = Field(default="onnx", description="Model format. Only onnx is supported.")
-
-
-class EnvVar(ApiModel):
-    """An environment variable for the serving container."""
-
-    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", max_length=256)] = Field(
-        description="Variable name."
+    checksum: Annotated[str, StringConstraints(pattern=CHECKSUM_PATTERN)] | None = Field(
+        default=None,
+        description="sha256:<64 hex digits> of the fetched file (the .onnx or archive); a mismatch fails the fetch.",
     )
-    value: str = Field(default="", max_length=32768, description="Variable value.")
+    storage: ModelStorage | None = Field(
+        default=None, description="Credentials, endpoint and volume size for fetching the model (not for pvc://)."
+    )
+
+    @model_validator(mode="after")
+    def _storage_rules(self) -> ModelSource:
+        problem = storage_problem(self.storage_uri, self.checksum, self.storage)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
 
 class RuntimeSpec(ApiModel):
@@ -416,7 +415,9 @@ class MonitoringSpec(ApiModel):
 class ModelDeploymentSpec(ApiModel):
     """Desired state of a served model."""
 
-    model_config = ConfigDict(json_schema_extra=cel.schema_extra(cel.SPEC_REPLICAS_WITH_AUTOSCALING))
+    model_config = ConfigDict(
+        json_schema_extra=cel.schema_extra(cel.SPEC_REPLICAS_WITH_AUTOSCALING, cel.STORAGE_SERVICE_ACCOUNT_MATCHES_POD)
+    )
 
     model: ModelSource = Field(description="The model to serve.")
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="Serving runtime settings.")
@@ -434,6 +435,9 @@ class ModelDeploymentSpec(ApiModel):
     def _rules(self) -> ModelDeploymentSpec:
         if self.autoscaling is not None and self.replicas is not None:
             raise ValueError(f"replicas: {cel.SPEC_REPLICAS_WITH_AUTOSCALING.message}")
+        storage_account = self.model.storage.service_account_name if self.model.storage else None
+        if storage_account and self.pod.service_account_name not in (None, storage_account):
+            raise ValueError(f"model.storage.serviceAccountName: {cel.STORAGE_SERVICE_ACCOUNT_MATCHES_POD.message}")
         return self
 
     @property

@@ -107,3 +107,50 @@ SPEC_REPLICAS_WITH_AUTOSCALING = CelRule(
     field_path=".replicas",
     reason="FieldValueForbidden",
 )
+# Model storage (modeldeploy.storageapi): environment sources and fetch settings.
+ENV_VALUE_OR_VALUE_FROM = CelRule(
+    rule="!has(self.valueFrom) || !has(self.value) || size(self.value) == 0",
+    message="set either value or valueFrom, not both",
+    field_path=".valueFrom",
+    reason="FieldValueForbidden",
+)
+ENV_SOURCE_ONE_OF = CelRule(
+    rule="has(self.secretKeyRef) != has(self.configMapKeyRef)",
+    message="valueFrom needs exactly one of secretKeyRef or configMapKeyRef",
+)
+ENV_FROM_ONE_OF = CelRule(
+    rule="has(self.secretRef) != has(self.configMapRef)",
+    message="envFrom entries need exactly one of secretRef or configMapRef",
+)
+CHECKSUM_NEEDS_ONE_FILE = CelRule(
+    rule=(
+        "!has(self.checksum) || (!self.storageUri.startsWith('pvc://') && (self.storageUri.startsWith('http')"
+        r" || self.storageUri.matches('\\.(onnx|tar\\.gz|tgz|zip)$')))"
+    ),
+    message="checksum needs a storageUri naming one fetched file: http(s)://, or an s3/gs .onnx/.tar.gz/.tgz/.zip",
+    field_path=".checksum",
+    reason="FieldValueForbidden",
+)
+STORAGE_NOT_FOR_PVC = CelRule(
+    rule="!has(self.storage) || !self.storageUri.startsWith('pvc://')",
+    message="storage settings are for fetched models; a pvc:// model is mounted, not fetched",
+    field_path=".storage",
+    reason="FieldValueForbidden",
+)
+S3_SETTINGS_NEED_S3 = CelRule(
+    rule=(
+        "!has(self.storage) || (!has(self.storage.s3Endpoint) && !has(self.storage.s3Region))"
+        " || self.storageUri.startsWith('s3://')"
+    ),
+    message="s3Endpoint and s3Region need an s3:// storageUri",
+    field_path=".storage",
+    reason="FieldValueForbidden",
+)
+STORAGE_SERVICE_ACCOUNT_MATCHES_POD = CelRule(
+    rule=(
+        "!has(self.model.storage) || !has(self.model.storage.serviceAccountName) || !has(self.pod)"
+        " || !has(self.pod.serviceAccountName) || self.pod.serviceAccountName == self.model.storage.serviceAccountName"
+    ),
+    message="model.storage.serviceAccountName and pod.serviceAccountName differ (a pod has one ServiceAccount)",
+    field_path=".model.storage.serviceAccountName",
+)

@@ -18,6 +18,7 @@ import jinja2
 import yaml
 
 from modeldeploy import api, monitoring
+from modeldeploy.storageapi import DEFAULT_VOLUME_SIZE_LIMIT
 
 if TYPE_CHECKING:
     from modeldeploy.rollout import RolloutPlan
@@ -157,6 +158,33 @@ def _server_command(spec: api.ModelDeploymentSpec) -> list[str]:
     return command + list(rt.args)
 
 
+def _fetch_command(spec: api.ModelDeploymentSpec, model_dir: str, volume_size_limit: str) -> list[str]:
+    model, storage = spec.model, spec.model.storage
+    command = [
+        "modelserve",
+        "fetch",
+        f"--uri={model.storage_uri}",
+        f"--model-dir={model_dir}",
+        f"--version={model.version}",
+        f"--volume-size-limit={volume_size_limit}",
+    ]
+    if model.checksum is not None:
+        command.append(f"--checksum={model.checksum}")
+    if storage is not None and storage.s3_endpoint is not None:
+        command.append(f"--s3-endpoint={storage.s3_endpoint}")
+    if storage is not None and storage.s3_region is not None:
+        command.append(f"--s3-region={storage.s3_region}")
+    return command
+
+
+def _fetch_env(spec: api.ModelDeploymentSpec) -> list[dict[str, Any]]:
+    """The serving env, then the storage env (credentials reach only the init container)."""
+    storage_env = spec.model.storage.env if spec.model.storage else []
+    overridden = {e.name for e in storage_env}
+    kept = [e for e in spec.runtime.env if e.name not in overridden]
+    return [e.to_container() for e in [*kept, *storage_env]]
+
+
 def _storage(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
     """Volumes, mounts and the optional fetching init container for the model store."""
     source = parse_storage_uri(spec.model.storage_uri)
@@ -175,15 +203,13 @@ def _storage(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
         if source.sub_path:
             store_mount["subPath"] = source.sub_path
         return {"volumes": volumes, "volume_mounts": [*mounts, store_mount], "init_container": None}
-    volumes.append({"name": "model-store", "emptyDir": {}})
+    storage = spec.model.storage
+    size_limit = (storage.volume_size_limit if storage else None) or DEFAULT_VOLUME_SIZE_LIMIT
+    volumes.append({"name": "model-store", "emptyDir": {"sizeLimit": size_limit}})
     init = {
-        "command": [
-            "modelserve",
-            "fetch",
-            f"--uri={spec.model.storage_uri}",
-            f"--model-dir={model_dir}",
-            f"--version={spec.model.version}",
-        ],
+        "command": _fetch_command(spec, model_dir, size_limit),
+        "env": _fetch_env(spec),
+        "env_from": [e.to_wire() for e in storage.env_from] if storage else [],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
         "volume_mounts": [{"name": "model-store", "mountPath": MODEL_ROOT}, {"name": "tmp", "mountPath": "/tmp"}],
     }
@@ -259,12 +285,13 @@ def build_deployment_context(
             "capabilities": {"drop": ["ALL"]},
         },
         "termination_grace_period_seconds": spec.pod.termination_grace_period_seconds,
-        "service_account_name": spec.pod.service_account_name,
+        "service_account_name": spec.pod.service_account_name
+        or (spec.model.storage.service_account_name if spec.model.storage else None),
         "priority_class_name": spec.pod.priority_class_name,
         "image_pull_secrets": [s.to_wire() for s in spec.pod.image_pull_secrets],
         "image": spec.runtime.image or settings.serving_image,
         "command": _server_command(spec),
-        "env": [e.to_wire() for e in spec.runtime.env],
+        "env": [e.to_container() for e in spec.runtime.env],
         "ports": _ports(),
         "startup_failure_threshold": 120,
         "resources": _resources(spec),

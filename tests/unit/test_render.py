@@ -261,3 +261,87 @@ def test_templates_fail_on_missing_values() -> None:
 def test_storage_uri_without_claim_is_rejected() -> None:
     with pytest.raises(ValueError, match="storageUri"):
         render.parse_storage_uri("pvc://")
+
+
+STORAGE_SPEC = {
+    "model": {
+        "name": "m",
+        "storageUri": "s3://models/m.tar.gz",
+        "checksum": "sha256:" + "0f" * 32,
+        "storage": {
+            "s3Endpoint": "http://minio.minio:9000",
+            "s3Region": "eu-west-1",
+            "serviceAccountName": "model-reader",
+            "volumeSizeLimit": "3Gi",
+            "env": [
+                {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "id"}}},
+                {"name": "LOG", "value": "storage"},
+            ],
+            "envFrom": [{"secretRef": {"name": "s3-extra"}}, {"prefix": "CFG_", "configMapRef": {"name": "cfg"}}],
+        },
+    },
+    "runtime": {
+        "env": [
+            {"name": "LOG", "value": "runtime"},
+            {"name": "TOKEN", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "token"}}},
+        ]
+    },
+}
+
+
+def test_storage_credentials_reach_only_the_fetch_init_container() -> None:
+    objects = render.render(md_from_spec(STORAGE_SPEC))
+    for obj in objects:
+        assert_valid_kubernetes_object(obj)
+    pod = by_kind(objects)["Deployment"]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (main,) = pod["containers"]
+    assert init["env"] == [
+        {"name": "TOKEN", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "token"}}},
+        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "id"}}},
+        {"name": "LOG", "value": "storage"},
+    ]
+    assert init["envFrom"] == [{"secretRef": {"name": "s3-extra"}}, {"prefix": "CFG_", "configMapRef": {"name": "cfg"}}]
+    assert main["env"] == [
+        {"name": "LOG", "value": "runtime"},
+        {"name": "TOKEN", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "token"}}},
+    ]
+    assert "envFrom" not in main
+    assert pod["serviceAccountName"] == "model-reader"
+
+
+def test_fetch_flags_and_model_volume_size_limit() -> None:
+    pod = by_kind(render.render(md_from_spec(STORAGE_SPEC)))["Deployment"]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["command"] == [
+        "modelserve",
+        "fetch",
+        "--uri=s3://models/m.tar.gz",
+        "--model-dir=/models/m",
+        "--version=1",
+        "--volume-size-limit=3Gi",
+        "--checksum=sha256:" + "0f" * 32,
+        "--s3-endpoint=http://minio.minio:9000",
+        "--s3-region=eu-west-1",
+    ]
+    volume = next(v for v in pod["volumes"] if v["name"] == "model-store")
+    assert volume["emptyDir"] == {"sizeLimit": "3Gi"}
+    store_mounts = [m for m in init["volumeMounts"] if m["name"] == "model-store"]
+    assert store_mounts == [{"name": "model-store", "mountPath": "/models"}]
+
+
+def test_default_model_volume_size_limit_is_passed_to_fetch() -> None:
+    pod = by_kind(render.render(md_from_spec({"model": {"name": "m", "storageUri": "https://h/m.onnx"}})))
+    spec = pod["Deployment"]["spec"]["template"]["spec"]
+    assert "--volume-size-limit=10Gi" in spec["initContainers"][0]["command"]
+    assert next(v for v in spec["volumes"] if v["name"] == "model-store")["emptyDir"] == {"sizeLimit": "10Gi"}
+    assert "serviceAccountName" not in spec
+
+
+def test_storage_changes_are_a_new_revision() -> None:
+    base = {"model": {"name": "m", "storageUri": "s3://b/m"}}
+    with_creds = {"model": {**base["model"], "storage": {"envFrom": [{"secretRef": {"name": "s"}}]}}}
+    settings_ = render.RenderSettings()
+    assert render.revision_of(md_from_spec(base).spec, settings_) != render.revision_of(
+        md_from_spec(with_creds).spec, settings_
+    )
