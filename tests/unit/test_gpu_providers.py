@@ -29,7 +29,7 @@ CPU_ONLY = "CUDAExecutionProvider" not in ort.get_available_providers()
     ids=["--require-gpu", "instance_group KIND_GPU"],
 )
 def test_gpu_asked_for_on_a_cpu_build_fails_the_load(kind: int | None, settings: RuntimeSettings) -> None:
-    with pytest.raises(ModelLoadError, match="no CUDAExecutionProvider.*onnxruntime-gpu"):
+    with pytest.raises(ModelLoadError, match=r"no CUDAExecutionProvider.*onnxruntime-gpu"):
         execution_providers(config_with(kind), settings)
 
 
