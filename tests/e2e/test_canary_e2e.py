@@ -152,7 +152,7 @@ def test_analyses_one_interval_apart_then_a_paused_canary_writes_nothing_then_ab
     started = time.monotonic()
     wait_for(lambda: cluster.deployment(f"{name}-canary") is None, timeout=5, what="canary Deployment gone")
     assert time.monotonic() - started <= 2.0, "a rollback removes the canary at once"
-    assert cluster.status(name)["phase"] == "RolledBack"
+    wait_for(lambda: cluster.status(name)["phase"] == "RolledBack", timeout=2, what="RolledBack")
     time.sleep(RESYNC * 2)
     assert canary_reasons(cluster, name) == {"CanaryProgressing": 1, "CanaryPaused": 1, "CanaryRolledBack": 1}
     assert operator.metric("modeldeploy_canary_rollbacks_total") == rollbacks + 1
