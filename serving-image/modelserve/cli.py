@@ -125,27 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
-def build_fetch_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="modelserve fetch", description="Download a model into the repository.")
-    p.add_argument("--uri", required=True, help="http(s)://, file path, s3:// or gs:// URI")
-    p.add_argument("--model-dir", required=True, type=Path, help="model directory, e.g. /models/<name>")
-    p.add_argument("--version", type=int, default=1, help="version directory for a single .onnx file")
-    p.add_argument("--timeout", type=float, default=300.0, help="download timeout in seconds")
-    return p
-
-
 def _run_fetch(argv: Sequence[str]) -> int:
-    from modelserve.fetch import FetchError, fetch
-    from modelserve.server import configure_logging
+    from modelserve.fetchcli import main as fetch_main
 
-    args = build_fetch_parser().parse_args(argv)
-    configure_logging(0, "text")
-    try:
-        fetch(args.uri, args.model_dir, args.version, args.timeout)
-    except FetchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return fetch_main(argv)
 
 
 def _run_server(args: argparse.Namespace) -> int:
