@@ -241,7 +241,7 @@ class _Fetch:
 
     def _unpack_cap(self, archive_bytes: int) -> tuple[int, str]:
         volume = self.limits.volume
-        if volume is not None and volume - archive_bytes < self.limits.max_unpacked:
+        if volume is not None and volume - archive_bytes <= self.limits.max_unpacked:
             return max(0, volume - archive_bytes), f"the model volume's {human(volume)} sizeLimit, archive included"
         return self.limits.max_unpacked, "--max-unpacked-bytes"
 
@@ -324,7 +324,7 @@ def _open_local(path: Path) -> Iterator[tuple[Readable, int | None]]:
 
 @contextmanager
 def _with_length(
-    response_cm: AbstractContextManager[fetchhttp.http.client.HTTPResponse],
+    response_cm: AbstractContextManager[fetchhttp.CheckedBody],
 ) -> Iterator[tuple[Readable, int | None]]:
     with response_cm as response:
         yield response, None

@@ -29,7 +29,8 @@ def classify(exc: BaseException) -> Exception | None:
     if isinstance(exc, TimeoutError | socket.timeout):
         return TransientError("read timed out")
     if isinstance(exc, http.client.IncompleteRead):
-        return TransientError(f"connection closed after {human(len(exc.partial))} of the body")
+        missing = f", {human(exc.expected)} missing" if isinstance(exc.expected, int) else ""
+        return TransientError(f"connection closed before the end of the body{missing}")
     if isinstance(exc, OSError | http.client.HTTPException):
         return TransientError(f"connection failed: {one_line(exc) or type(exc).__name__}")
     return None
@@ -58,6 +59,19 @@ def _connection(url: urllib.parse.SplitResult, timeout: float) -> tuple[http.cli
     return http.client.HTTPConnection(host, port, timeout=timeout), target
 
 
+class CheckedBody:
+    """A response body that fails when it ends before its Content-Length (http.client does not)."""
+
+    def __init__(self, response: http.client.HTTPResponse) -> None:
+        self._response = response
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._response.read(size if size >= 0 else None)
+        if not data and size != 0 and self._response.length:
+            raise http.client.IncompleteRead(b"", self._response.length)
+        return data
+
+
 def _watchdog(conn: http.client.HTTPConnection, deadline: Deadline) -> threading.Timer:
     def cut() -> None:
         sock = conn.sock
@@ -72,7 +86,7 @@ def _watchdog(conn: http.client.HTTPConnection, deadline: Deadline) -> threading
 
 
 @contextmanager
-def open_http(uri: str, timeout: float, deadline: Deadline, max_bytes: int) -> Iterator[http.client.HTTPResponse]:
+def open_http(uri: str, timeout: float, deadline: Deadline, max_bytes: int) -> Iterator[CheckedBody]:
     """The response to GET `uri` after redirects, status 200, its declared size within `max_bytes`."""
     url = urllib.parse.urlsplit(uri)
     for _ in range(MAX_REDIRECTS + 1):
@@ -112,7 +126,7 @@ def open_http(uri: str, timeout: float, deadline: Deadline, max_bytes: int) -> I
                     f"declares {human(int(length))}, over the download limit of {human(max_bytes)}"
                     " (--max-download-bytes)"
                 )
-            yield response
+            yield CheckedBody(response)
             return
         finally:
             timer.cancel()
