@@ -95,7 +95,9 @@ class S3Store:
             user_agent_extra="modelserve-fetch",
         )
         try:
-            self._client = boto3.client(
+            # A session of its own: boto3's default session would keep credentials it resolved earlier.
+            session = boto3.session.Session()
+            self._client = session.client(
                 "s3", endpoint_url=settings.endpoint, region_name=settings.region, config=config
             )
         except Exception as exc:
