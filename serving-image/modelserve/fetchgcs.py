@@ -41,8 +41,8 @@ def classify(exc: BaseException) -> Exception | None:
         return FetchError(message)
     if isinstance(exc, auth_errors.DefaultCredentialsError):
         return FetchError(
-            f"no usable Google credentials: {one_line(exc, 160)} (mount a key file from a Secret and set"
-            " GOOGLE_APPLICATION_CREDENTIALS, or use GKE Workload Identity)"
+            f"no usable Google credentials: {one_line(exc, 160)} (use GKE Workload Identity:"
+            " spec.model.storage.serviceAccountName)"
         )
     if isinstance(exc, auth_errors.RefreshError):
         return FetchError(f"Google credentials rejected: {one_line(exc, 200)}")
