@@ -3,15 +3,19 @@
 `--http-max-body-bytes` bounds both the bytes on the wire and, for `Content-Encoding: gzip`
 or `deflate`, the inflated bytes: inflation stops one byte past the limit (413), so a
 decompression bomb costs at most the limit in memory and never more CPU than that.
+`--http-body-timeout-secs` bounds how long the whole body may take to arrive (408): a
+client dripping its body byte by byte holds a connection for that long at most.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from modelserve.errors import InvalidArgument, PayloadTooLarge, UnsupportedMediaType, clip
+from modelserve.errors import InvalidArgument, PayloadTooLarge, RequestTimeout, UnsupportedMediaType, clip
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -90,8 +94,16 @@ class Inflater:
         return b"".join(self.chunks)
 
 
-async def read_body(headers: dict[bytes, bytes], receive: Receive, limit: int) -> bytes:
-    """The whole body, inflated if compressed; 413 past `limit`, 415 for an unknown encoding."""
+async def read_body(headers: dict[bytes, bytes], receive: Receive, limit: int, timeout: float = math.inf) -> bytes:
+    """The whole body, inflated if compressed; 413 past `limit`, 415 for an unknown encoding, 408 after `timeout`."""
+    try:
+        async with asyncio.timeout(None if math.isinf(timeout) else timeout):
+            return await _read_body(headers, receive, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"request body not received within {timeout:g} s") from None
+
+
+async def _read_body(headers: dict[bytes, bytes], receive: Receive, limit: int) -> bytes:
     declared = headers.get(b"content-length")
     if declared is not None:
         length = parse_length(declared, "Content-Length")

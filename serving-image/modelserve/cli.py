@@ -52,7 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="none: load every model at start; explicit: load --load-model ones, allow load/unload API",
     )
     p.add_argument("--load-model", action="append", default=[], help="model to load at start (explicit mode)")
-    p.add_argument("--exit-timeout-secs", type=float, default=30.0, help="grace period for in-flight requests")
+    p.add_argument(
+        "--exit-timeout-secs", type=float, default=30.0, help="on shutdown, time given to in-flight requests to finish"
+    )
+    p.add_argument(
+        "--shutdown-delay-secs",
+        type=float,
+        default=0.0,
+        help="after SIGTERM, report not ready but keep serving this long (closing keep-alive connections, gRPC"
+        " GOAWAY) while endpoints propagate, then drain; the operator renders 5",
+    )
     p.add_argument("--log-verbose", type=int, default=0, help="verbose logging when > 0")
     p.add_argument("--log-format", choices=["text", "json"], default="text", help="log line format")
     p.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop", help="asyncio event loop")
@@ -66,6 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="close a connection whose request head has not arrived within this many seconds (408)",
+    )
+    p.add_argument(
+        "--http-body-timeout-secs",
+        type=float,
+        default=60.0,
+        help="answer 408 and close a connection whose request body has not fully arrived within this many seconds",
+    )
+    p.add_argument(
+        "--http-max-connections",
+        type=int,
+        default=1000,
+        help="open HTTP connections (and, separately, gRPC connections) at most; over it the oldest idle one is"
+        " closed, or the new one gets 503 (lowered to fit the descriptor limit)",
     )
     p.add_argument(
         "--http-restricted-api",
@@ -82,6 +104,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PROTOCOL[,PROTOCOL...]:KEY=VALUE",
         help="the same for gRPC calls, with metadata KEY",
     )
+    a = p.add_argument_group("authentication and TLS")
+    a.add_argument(
+        "--auth-token-file",
+        type=Path,
+        help="require a token from this file (one per line, reread when it changes) on every HTTP and gRPC API"
+        " but health",
+    )
+    a.add_argument(
+        "--auth-header",
+        default="authorization",
+        help="header carrying the token: 'authorization' expects 'Bearer <token>', any other name the bare token",
+    )
+    for proto, mutual in (("http", False), ("grpc", True)):
+        a.add_argument(f"--{proto}-use-ssl", type=_bool, nargs="?", const=True, default=False, help=f"{proto} TLS")
+        a.add_argument(f"--{proto}-server-cert", type=Path, help=f"PEM certificate (chain) for {proto} TLS")
+        a.add_argument(f"--{proto}-server-key", type=Path, help=f"PEM private key for {proto} TLS")
+        if mutual:
+            a.add_argument("--grpc-root-cert", type=Path, help="PEM CA certificate that signs gRPC client certificates")
+            a.add_argument(
+                "--grpc-use-ssl-mutual",
+                type=_bool,
+                nargs="?",
+                const=True,
+                default=False,
+                help="gRPC mutual TLS: require a client certificate signed by --grpc-root-cert",
+            )
     g = p.add_argument_group("per-model overrides (win over config.pbtxt; set by the operator)")
     g.add_argument("--max-batch-size", type=int, help="dynamic batching limit; 0 disables batching")
     g.add_argument("--max-queue-delay-us", type=int, help="batching window in microseconds")
@@ -169,11 +217,23 @@ def _run_server(args: argparse.Namespace) -> int:
         ),
         cache_dir=args.cache_dir,
     )
+    from modelserve.auth import TokenAuth
     from modelserve.restrictions import Restrictions
+    from modelserve.tls import TlsFiles
 
     try:
         http_restrictions = Restrictions.parse(args.http_restricted_api, "--http-restricted-api")
         grpc_restrictions = Restrictions.parse(args.grpc_restricted_protocol, "--grpc-restricted-protocol")
+        auth = TokenAuth(args.auth_token_file, args.auth_header) if args.auth_token_file else None
+        http_tls = TlsFiles.from_flags("http", args.http_use_ssl, args.http_server_cert, args.http_server_key)
+        grpc_tls = TlsFiles.from_flags(
+            "grpc",
+            args.grpc_use_ssl,
+            args.grpc_server_cert,
+            args.grpc_server_key,
+            args.grpc_root_cert,
+            args.grpc_use_ssl_mutual,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -184,10 +244,16 @@ def _run_server(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
         exit_timeout_secs=args.exit_timeout_secs,
+        shutdown_delay_secs=args.shutdown_delay_secs,
         max_body_bytes=args.http_max_body_bytes,
         max_head_bytes=args.http_max_header_bytes,
         max_headers=args.http_max_headers,
         head_timeout_secs=args.http_header_timeout_secs,
+        body_timeout_secs=args.http_body_timeout_secs,
+        max_connections=args.http_max_connections,
+        auth=auth,
+        http_tls=http_tls,
+        grpc_tls=grpc_tls,
         http_restrictions=http_restrictions,
         grpc_restrictions=grpc_restrictions,
     )

@@ -71,7 +71,8 @@ class DataPlane:
     def __init__(self, repository: Repository, faults: FaultInjector | None = None) -> None:
         self.repository = repository
         self.faults = faults or FaultInjector()
-        self.shutting_down = False
+        self.shutting_down = False  # draining is over: refuse what still arrives
+        self.terminating = False  # SIGTERM received: not ready, still serving (modelserve.shutdown)
         self.started = False
         self.inflight = 0
         self._idle = asyncio.Event()
@@ -83,7 +84,7 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        return self.started and not self.shutting_down and self.repository.all_ready()
+        return self.started and not self.terminating and not self.shutting_down and self.repository.all_ready()
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "modelserve", "version": __version__, "extensions": list(EXTENSIONS)}
@@ -295,10 +296,12 @@ class DataPlane:
         return InferOutput(name=name, datatype=datatype, shape=list(array.shape), array=array)
 
     async def drain(self, timeout: float) -> bool:
-        """Stop taking requests; wait for in-flight ones. True when all finished in time."""
-        self.shutting_down = True
+        """Wait for in-flight requests, then refuse any more. True when all finished in time."""
+        self.terminating = True
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
             return False
+        finally:
+            self.shutting_down = True
         return True

@@ -80,6 +80,20 @@ class Forbidden(ServeError):
     grpc_code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class Unauthenticated(ServeError):
+    """An API behind --auth-token-file called without a valid token."""
+
+    http_status = 401
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class RequestTimeout(ServeError):
+    """A request body that did not arrive within --http-body-timeout-secs."""
+
+    http_status = 408
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class ControlModeRefused(ServeError):
     """Load/unload outside --model-control-mode=explicit: permanent, so never 503.
 

@@ -16,10 +16,12 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from modelserve import codecs, memory
+from modelserve.auth import TokenAuth
 from modelserve.dataplane import DataPlane, InferInput, InferRequest, InferResponse, RequestedOutput
 from modelserve.errors import InvalidArgument, ServeError, client_fault, clip
 from modelserve.proto import grpc_service_pb2 as pb
 from modelserve.restrictions import Restrictions
+from modelserve.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +91,12 @@ def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
 
 
 class InferenceServicer:
-    def __init__(self, dataplane: DataPlane, restrictions: Restrictions | None = None) -> None:
+    def __init__(
+        self, dataplane: DataPlane, restrictions: Restrictions | None = None, auth: TokenAuth | None = None
+    ) -> None:
         self.dp = dataplane
         self.restrictions = restrictions or Restrictions()
+        self.auth = auth
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self.dp.live())
@@ -138,7 +143,7 @@ class InferenceServicer:
     async def ModelStreamInfer(self, messages: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
         """One response per message; a bad message answers with error_message and the stream goes on."""
         try:
-            check_restricted(self.restrictions, "inference", context)
+            check_restricted(self.restrictions, self.auth, "inference", context)
         except ServeError as exc:
             await context.abort(exc.grpc_code, exc.message)
         async for raw in messages:
@@ -187,14 +192,19 @@ API_OF = {
 }
 
 
-def check_restricted(restrictions: Restrictions, api: str, context: grpc.aio.ServicerContext) -> None:
-    if not restrictions.by_api:
+def check_restricted(
+    restrictions: Restrictions, auth: TokenAuth | None, api: str, context: grpc.aio.ServicerContext
+) -> None:
+    """The auth token (UNAUTHENTICATED), then the restricted API's header key (PERMISSION_DENIED)."""
+    if not restrictions.by_api and auth is None:
         return
     metadata = context.invocation_metadata() or ()
 
     def header(key: str) -> str | None:
         return next((v if isinstance(v, str) else v.decode("latin-1") for k, v in metadata if k.lower() == key), None)
 
+    if auth is not None:
+        auth.check(api, header)
     restrictions.check(api, header)
 
 
@@ -204,6 +214,7 @@ def _guard(
     response_type: type[Any],
     api: str,
     restrictions: Restrictions,
+    auth: TokenAuth | None,
 ) -> Callable[[bytes, Any], Awaitable[Any]]:
     """Parse the request and map data plane errors to gRPC status codes.
 
@@ -219,7 +230,7 @@ def _guard(
     async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         memory.request_done(len(raw))  # the trim runs after this call has let go of the request
         try:
-            check_restricted(restrictions, api, context)
+            check_restricted(restrictions, auth, api, context)
             if raw_request:
                 return await method(raw, context)
             try:
@@ -239,12 +250,14 @@ def _guard(
     return handler
 
 
-def generic_handler(dataplane: DataPlane, restrictions: Restrictions | None = None) -> grpc.GenericRpcHandler:
+def generic_handler(
+    dataplane: DataPlane, restrictions: Restrictions | None = None, auth: TokenAuth | None = None
+) -> grpc.GenericRpcHandler:
     restrictions = restrictions or Restrictions()
-    servicer = InferenceServicer(dataplane, restrictions)
+    servicer = InferenceServicer(dataplane, restrictions, auth)
     handlers: dict[str, grpc.RpcMethodHandler] = {
         name: grpc.unary_unary_rpc_method_handler(
-            _guard(getattr(servicer, name), req, resp, API_OF[name], restrictions),
+            _guard(getattr(servicer, name), req, resp, API_OF[name], restrictions, auth),
             response_serializer=resp.SerializeToString,
         )
         for name, (req, resp) in UNARY.items()
@@ -254,15 +267,26 @@ def generic_handler(dataplane: DataPlane, restrictions: Restrictions | None = No
 
 
 def create_server(
-    dataplane: DataPlane, address: str, max_message_bytes: int, restrictions: Restrictions | None = None
+    dataplane: DataPlane,
+    address: str,
+    max_message_bytes: int,
+    restrictions: Restrictions | None = None,
+    *,
+    auth: TokenAuth | None = None,
+    tls: TlsFiles | None = None,
+    max_connections: int = 0,
 ) -> grpc.aio.Server:
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ]
-    )
-    server.add_generic_rpc_handlers((generic_handler(dataplane, restrictions),))
-    if server.add_insecure_port(address) == 0:
+    """A gRPC server on `address`; several may share the port (SO_REUSEPORT, see modelserve.shutdown)."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 1),
+    ]
+    if max_connections > 0:
+        options.append(("grpc.max_allowed_incoming_connections", max_connections))
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers((generic_handler(dataplane, restrictions, auth),))
+    bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
+    if bound == 0:
         raise OSError(f"cannot bind gRPC port {address}")
     return server

@@ -4,6 +4,12 @@ uvicorn's httptools protocol accepts heads of any size (a 32 MiB header costs se
 CPU) and waits for ever on a client that trickles its head in. This subclass refuses a head
 over `max_head_bytes` with 431, more than `max_headers` fields with 431, and closes a
 connection whose head is not complete `head_timeout` seconds after it began (408).
+
+It also caps the open connections of one listener (`max_connections`), so that slow or
+idle sockets can never use up the process' descriptors: a new connection over the cap
+first evicts the oldest connection that is not in the middle of a request (waiting for
+or receiving a head, or idle between keep-alive requests); when every connection is busy
+the new one gets 503 and is closed.
 """
 
 from __future__ import annotations
@@ -16,8 +22,35 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
 DEFAULT_MAX_HEADERS = 100
 DEFAULT_HEAD_TIMEOUT = 10.0
+DEFAULT_MAX_CONNECTIONS = 1000
 
-REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+
+
+class ConnectionTracker:
+    """The open connections of one listener, oldest first."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.open: dict[BoundedHttpToolsProtocol, None] = {}
+        self.evicted = 0
+        self.refused = 0
+
+    def admit(self, connection: BoundedHttpToolsProtocol) -> bool:
+        """Make room for `connection`; False when every open connection is busy with a request."""
+        if len(self.open) >= self.cap:
+            victim = next((c for c in self.open if c.idle), None)
+            if victim is None:
+                self.refused += 1
+                return False
+            self.evicted += 1
+            self.open.pop(victim, None)
+            victim.transport.close()
+        self.open[connection] = None
+        return True
+
+    def forget(self, connection: BoundedHttpToolsProtocol) -> None:
+        self.open.pop(connection, None)
 
 
 class _HeadRefused(Exception):
@@ -28,6 +61,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     max_head_bytes = DEFAULT_MAX_HEAD_BYTES
     max_headers = DEFAULT_MAX_HEADERS
     head_timeout = DEFAULT_HEAD_TIMEOUT
+    tracker = ConnectionTracker(DEFAULT_MAX_CONNECTIONS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -39,11 +73,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if not self.tracker.admit(self):
+            self._refuse(503, f"too many open connections ({self.tracker.cap}); retry later")
+            return
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.tracker.forget(self)
         self._cancel_head_timer()
         super().connection_lost(exc)
+
+    @property
+    def idle(self) -> bool:
+        """Not in the middle of a request: waiting for a head, reading one, or between requests."""
+        return self.cycle is None or self.cycle.response_complete
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -102,10 +145,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def bounded_protocol(max_head_bytes: int, max_headers: int, head_timeout: float) -> type[BoundedHttpToolsProtocol]:
-    """The protocol class for uvicorn's `http=` setting, with these bounds."""
+def bounded_protocol(
+    max_head_bytes: int,
+    max_headers: int,
+    head_timeout: float,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+) -> type[BoundedHttpToolsProtocol]:
+    """The protocol class for uvicorn's `http=` setting, with these bounds (one per listener)."""
     return type(
         "ConfiguredHttpToolsProtocol",
         (BoundedHttpToolsProtocol,),
-        {"max_head_bytes": max_head_bytes, "max_headers": max_headers, "head_timeout": head_timeout},
+        {
+            "max_head_bytes": max_head_bytes,
+            "max_headers": max_headers,
+            "head_timeout": head_timeout,
+            "tracker": ConnectionTracker(max_connections),
+        },
     )

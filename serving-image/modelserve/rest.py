@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,9 +17,18 @@ import orjson
 
 from modelserve import codecs, memory
 from modelserve import config as cfg
+from modelserve.auth import TokenAuth
 from modelserve.bodies import parse_length, read_body
 from modelserve.dataplane import DataPlane, InferInput, InferRequest, InferResponse, RequestedOutput
-from modelserve.errors import InvalidArgument, NotFound, ServeError, client_fault, clip
+from modelserve.errors import (
+    InvalidArgument,
+    NotFound,
+    RequestTimeout,
+    ServeError,
+    Unauthenticated,
+    client_fault,
+    clip,
+)
 from modelserve.restrictions import Restrictions
 
 log = logging.getLogger(__name__)
@@ -31,6 +41,7 @@ HEADER_LENGTH = "inference-header-content-length"
 MODEL_ROUTE = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/[a-z]+)?$")
 REPO_ROUTE = re.compile(r"^/v2/repository/models/(?P<name>[^/]+)/(?P<action>load|unload)$")
 JSON_HEADERS = [(b"content-type", b"application/json")]
+CONNECTION_CLOSE = (b"connection", b"close")
 THREAD_DECODE_BYTES = 1 << 20
 
 
@@ -74,38 +85,52 @@ class RestApp:
         dataplane: DataPlane,
         max_body_bytes: int = 64 * 1024 * 1024,
         restrictions: Restrictions | None = None,
+        auth: TokenAuth | None = None,
+        body_timeout_secs: float = math.inf,
     ) -> None:
         self.dataplane = dataplane
         self.max_body_bytes = max_body_bytes
         self.restrictions = restrictions or Restrictions()
+        self.auth = auth
+        self.body_timeout_secs = body_timeout_secs
+        self.closing = False  # shutting down: every answer closes its connection (clients reconnect elsewhere)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        close = self.closing
         try:
             response = await self._dispatch(scope, receive)
         except ServeError as exc:
             response = error_response(exc.http_status, exc.message)
+            if isinstance(exc, Unauthenticated):
+                response.headers = [*response.headers, (b"www-authenticate", b"Bearer")]
+            close = close or isinstance(exc, RequestTimeout)  # the rest of that body is not worth waiting for
         except Exception as exc:  # a bug must cost one request, never the server
             log.exception("unhandled error for %s %s", scope.get("method"), scope.get("path"))
             response = error_response(500, f"internal error: {type(exc).__name__}: {exc}")
         headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
+        if close or self.closing:
+            headers.append(CONNECTION_CLOSE)
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        return await read_body(dict(scope["headers"]), receive, self.max_body_bytes)
+        return await read_body(dict(scope["headers"]), receive, self.max_body_bytes, self.body_timeout_secs)
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
         method, path = scope["method"], scope["path"].rstrip("/") or "/"
-        if self.restrictions.by_api:
+        if self.restrictions.by_api or self.auth is not None:
             headers = dict(scope["headers"])
 
             def header(key: str) -> str | None:
                 value = headers.get(key.encode())
                 return None if value is None else value.decode("latin-1")
 
-            self.restrictions.check(api_group(path), header)
+            group = api_group(path)
+            if self.auth is not None:
+                self.auth.check(group, header)
+            self.restrictions.check(group, header)
         dp = self.dataplane
         if method == "GET":
             if path == "/v2/health/live":

@@ -1,9 +1,9 @@
-"""Server lifecycle: HTTP, gRPC and metrics in one event loop; graceful shutdown on SIGTERM.
+"""Server lifecycle: HTTP, gRPC and metrics in one event loop; lossless shutdown on SIGTERM.
 
 Order: listeners come up first (liveness answers while models load), then the models
-load, then readiness turns true. On SIGTERM or SIGINT readiness turns false, new
-inference requests get 503 / UNAVAILABLE, in-flight ones finish (up to
---exit-timeout-secs), and the process exits.
+load, then readiness turns true. On SIGTERM or SIGINT modelserve.shutdown runs: not ready
+at once, serving for --shutdown-delay-secs while endpoints propagate, then draining
+in-flight requests for up to --exit-timeout-secs, then exit 0.
 """
 
 from __future__ import annotations
@@ -12,22 +12,29 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import resource
 import signal
-import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
+import grpc
 import uvicorn
 
 from modelserve import grpc as grpc_api
 from modelserve import httplimits
+from modelserve.auth import TokenAuth
 from modelserve.dataplane import DataPlane
 from modelserve.faults import FaultInjector
 from modelserve.repository import Repository, RepositorySettings
 from modelserve.rest import MetricsApp, RestApp
 from modelserve.restrictions import Restrictions
+from modelserve.shutdown import Listeners, shut_down
+from modelserve.tls import TlsFiles
 
 log = logging.getLogger("modelserve")
+
+DESCRIPTOR_RESERVE = 256  # descriptors kept for models, files, gRPC and metrics beyond the HTTP connection cap
 
 
 @dataclass(frozen=True)
@@ -38,12 +45,18 @@ class ServerOptions:
     grpc_port: int = 8001
     metrics_port: int = 8002
     exit_timeout_secs: float = 30.0
+    shutdown_delay_secs: float = 0.0
     max_body_bytes: int = 64 * 1024 * 1024
     max_head_bytes: int = httplimits.DEFAULT_MAX_HEAD_BYTES
     max_headers: int = httplimits.DEFAULT_MAX_HEADERS
     head_timeout_secs: float = httplimits.DEFAULT_HEAD_TIMEOUT
+    body_timeout_secs: float = 60.0
+    max_connections: int = httplimits.DEFAULT_MAX_CONNECTIONS
     http_restrictions: Restrictions = field(default_factory=Restrictions)
     grpc_restrictions: Restrictions = field(default_factory=Restrictions)
+    auth: TokenAuth | None = None
+    http_tls: TlsFiles | None = None
+    grpc_tls: TlsFiles | None = None
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -54,18 +67,41 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
-def _http_server(app: object, host: str, port: int, options: ServerOptions) -> _EmbeddedUvicorn:
+def raise_descriptor_limit() -> int:
+    """Raise the soft descriptor limit to the hard one (as Go's runtime does); the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def connection_cap(requested: int) -> int:
+    """The HTTP connection cap, lowered to leave descriptors for everything else."""
+    soft = raise_descriptor_limit()
+    allowed = max(16, (soft - DESCRIPTOR_RESERVE) // 2)  # HTTP and gRPC connections, each capped
+    if soft != resource.RLIM_INFINITY and requested > allowed:
+        log.warning("--http-max-connections=%d lowered to %d for a descriptor limit of %d", requested, allowed, soft)
+        return allowed
+    return requested
+
+
+def _http_server(
+    app: object, host: str, port: int, options: ServerOptions, cap: int, tls: TlsFiles | None = None
+) -> _EmbeddedUvicorn:
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="none",
-        http=httplimits.bounded_protocol(options.max_head_bytes, options.max_headers, options.head_timeout_secs),
+        http=httplimits.bounded_protocol(options.max_head_bytes, options.max_headers, options.head_timeout_secs, cap),
         lifespan="off",
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=max(1, math.ceil(options.exit_timeout_secs)),
         backlog=2048,
+        **(tls.uvicorn_settings() if tls else {}),
     )
     return _EmbeddedUvicorn(config)
 
@@ -85,17 +121,34 @@ async def serve(options: ServerOptions, settings: RepositorySettings, faults: Fa
     if faults.active:
         log.warning("fault injection is ON: failure ratio %s, latency %s ms", faults.failure_ratio, faults.latency_ms)
 
-    stop = asyncio.Event()
+    stop, hurry = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
-    rest_app = RestApp(dataplane, options.max_body_bytes, options.http_restrictions)
-    http = _http_server(rest_app, options.http_address, options.http_port, options)
-    metrics = _http_server(MetricsApp(dataplane), options.http_address, options.metrics_port, options)
-    grpc_server = grpc_api.create_server(
-        dataplane, f"{options.grpc_address}:{options.grpc_port}", options.max_body_bytes, options.grpc_restrictions
+    def on_signal() -> None:
+        (hurry if stop.is_set() else stop).set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+
+    cap = connection_cap(options.max_connections)
+    rest_app = RestApp(
+        dataplane, options.max_body_bytes, options.http_restrictions, options.auth, options.body_timeout_secs
     )
+    http = _http_server(rest_app, options.http_address, options.http_port, options, cap, options.http_tls)
+    metrics = _http_server(MetricsApp(dataplane), options.http_address, options.metrics_port, options, 64)
+
+    def new_grpc() -> grpc.aio.Server:
+        return grpc_api.create_server(
+            dataplane,
+            f"{options.grpc_address}:{options.grpc_port}",
+            options.max_body_bytes,
+            options.grpc_restrictions,
+            auth=options.auth,
+            tls=options.grpc_tls,
+            max_connections=cap,
+        )
+
+    grpc_server = new_grpc()
     http_task = asyncio.create_task(http.serve())
     metrics_task = asyncio.create_task(metrics.serve())
     await grpc_server.start()
@@ -108,16 +161,8 @@ async def serve(options: ServerOptions, settings: RepositorySettings, faults: Fa
     log.info("server is %s", "ready" if dataplane.ready() else "up but not ready (a model failed to load)")
 
     await stop.wait()
-    log.info("shutting down: draining in-flight requests for up to %ss", options.exit_timeout_secs)
-    started = time.monotonic()
-    drained = await dataplane.drain(options.exit_timeout_secs)
-    if not drained:
-        log.warning("exit timeout reached with %d request(s) still in flight", dataplane.inflight)
-    remaining = max(0.0, options.exit_timeout_secs - (time.monotonic() - started))
-    await grpc_server.stop(grace=min(remaining, 5.0))
-    http.should_exit = True
-    metrics.should_exit = True
-    await asyncio.gather(http_task, metrics_task, return_exceptions=True)
+    listeners = Listeners(rest_app, http, http_task, metrics, metrics_task, grpc_server, new_grpc)
+    await shut_down(dataplane, listeners, options.shutdown_delay_secs, options.exit_timeout_secs, hurry)
     await repository.close()
     log.info("stopped")
     return 0
