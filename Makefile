@@ -100,7 +100,7 @@ bench: install ## run the serving benchmark (about 6 minutes); paste its report 
 IMAGE_REPO ?= modeldeploy
 IMAGE_TAG ?= 0.1.0
 ORT_PACKAGE ?= onnxruntime
-images: ## build both images with docker, podman or buildah (ORT_PACKAGE=onnxruntime-gpu for the GPU build)
+images: ## build both images with docker, podman or buildah (ORT_PACKAGE='onnxruntime-gpu[cuda,cudnn]' for the GPU build)
 	@builder=""; \
 	for candidate in docker podman buildah; do \
 	  if command -v $$candidate >/dev/null 2>&1 && $$candidate info >/dev/null 2>&1; then builder=$$candidate; break; fi; \
@@ -113,7 +113,7 @@ images: ## build both images with docker, podman or buildah (ORT_PACKAGE=onnxrun
 	suffix=""; [ "$(ORT_PACKAGE)" = onnxruntime ] || suffix="-gpu"; \
 	set -x; \
 	$$build -f operator/Dockerfile -t $(IMAGE_REPO)/operator:$(IMAGE_TAG) .; \
-	$$build -f serving-image/Dockerfile --build-arg ORT_PACKAGE=$(ORT_PACKAGE) -t $(IMAGE_REPO)/modelserve:$(IMAGE_TAG)$$suffix .
+	$$build -f serving-image/Dockerfile --build-arg 'ORT_PACKAGE=$(ORT_PACKAGE)' -t $(IMAGE_REPO)/modelserve:$(IMAGE_TAG)$$suffix .
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .hypothesis build *.egg-info
