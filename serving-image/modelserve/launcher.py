@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ class ServingProcess:
     grpc_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    https_ca: Path | None = None  # the server speaks HTTPS with a certificate signed by this CA
 
     @property
     def http_url(self) -> str:
@@ -60,8 +62,11 @@ class ServingProcess:
         raise TimeoutError(f"modelserve not {'ready' if wait_ready else 'live'} in {timeout}s: {self.log_text()}")
 
     def http_get(self, path: str) -> int:
+        scheme, context = "http", None
+        if self.https_ca is not None:
+            scheme, context = "https", ssl.create_default_context(cafile=str(self.https_ca))
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=2) as response:
+            with urllib.request.urlopen(f"{scheme}://{self.http_url}{path}", timeout=2, context=context) as response:
                 return response.status
         except urllib.error.HTTPError as exc:
             return exc.code
