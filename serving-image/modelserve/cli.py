@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -167,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail a model's load when onnxruntime has no CUDA provider (set for pods that reserve a GPU)",
     )
     r.add_argument("--cache-dir", type=Path, help="writable directory for optimized models")
+    p.add_argument(
+        "--cache-config",
+        action="append",
+        default=[],
+        metavar="local,size=BYTES",
+        help="Triton's response cache: an LRU of this many bytes shared by the models whose config.pbtxt says"
+        " response_cache { enable: true }",
+    )
     t = p.add_argument_group("test-only fault injection (never in production)")
     t.add_argument("--fault-failure-ratio", type=float, help="fail this fraction of requests (0..1)")
     t.add_argument("--fault-latency-ms", type=float, help="add this latency to every request")
@@ -222,6 +231,9 @@ def _run_server(args: argparse.Namespace) -> int:
     from modelserve.tls import TlsFiles
 
     try:
+        from modelserve.cache import CacheConfig
+
+        cache_config = CacheConfig.parse(args.cache_config)
         http_restrictions = Restrictions.parse(args.http_restricted_api, "--http-restricted-api")
         grpc_restrictions = Restrictions.parse(args.grpc_restricted_protocol, "--grpc-restricted-protocol")
         auth = TokenAuth(args.auth_token_file, args.auth_header) if args.auth_token_file else None
@@ -256,7 +268,9 @@ def _run_server(args: argparse.Namespace) -> int:
         grpc_tls=grpc_tls,
         http_restrictions=http_restrictions,
         grpc_restrictions=grpc_restrictions,
+        response_cache_bytes=cache_config.size,
     )
+    settings = dataclasses.replace(settings, response_cache=cache_config.size > 0)
     try:
         faults = FaultInjector.from_env()
         if args.fault_failure_ratio is not None or args.fault_latency_ms is not None:

@@ -15,6 +15,8 @@ import numpy as np
 
 from modelserve import __version__
 from modelserve import config as cfg
+from modelserve.batching import BatchTiming
+from modelserve.cache import ResponseCache, request_key
 from modelserve.errors import ControlModeRefused, InferenceFailed, InvalidArgument, ServeError, Unavailable, clip
 from modelserve.faults import FaultInjector
 from modelserve.metrics import ModelStats
@@ -68,8 +70,11 @@ def _shape_matches(shape: list[int], expected: list[int]) -> bool:
 
 
 class DataPlane:
-    def __init__(self, repository: Repository, faults: FaultInjector | None = None) -> None:
+    def __init__(
+        self, repository: Repository, faults: FaultInjector | None = None, cache: ResponseCache | None = None
+    ) -> None:
         self.repository = repository
+        self.cache = cache  # used only for versions whose config enables response_cache (stats.cached)
         self.faults = faults or FaultInjector()
         self.shutting_down = False  # draining is over: refuse what still arrives
         self.terminating = False  # SIGTERM received: not ready, still serving (modelserve.shutdown)
@@ -166,6 +171,8 @@ class DataPlane:
                 "compute_input": duration(s.compute_input),
                 "compute_infer": duration(s.compute_infer),
                 "compute_output": duration(s.compute_output),
+                "cache_hit": duration(s.cache_hit),
+                "cache_miss": duration(s.cache_miss),
             },
             "batch_stats": [
                 {
@@ -204,7 +211,10 @@ class DataPlane:
             feeds, rows = self._feeds(mv, request)
             wanted = self._requested_outputs(mv, request)
             await self.faults.before_inference()
-            outputs, timing = await mv.batcher.submit(feeds)
+            if self.cache is not None and mv.stats.cached:
+                outputs, timing = await self._cached_run(mv, request, feeds)
+            else:
+                outputs, timing = await mv.batcher.submit(feeds)
             response = InferResponse(
                 model=mv.name,
                 version=str(mv.version),
@@ -222,11 +232,31 @@ class DataPlane:
             self.inflight -= 1
             if self.inflight == 0:
                 self._idle.set()
+        if isinstance(timing, int):  # answered from the response cache in `timing` ns
+            mv.stats.cache_hit_done(duration_ns=time.perf_counter_ns() - started, lookup_ns=timing)
+            return response
         mv.stats.request_timing(
             timing.queue_ns, timing.compute_input_ns, timing.compute_infer_ns, timing.compute_output_ns
         )
         mv.stats.request_done(ok=True, duration_ns=time.perf_counter_ns() - started, rows=rows)
         return response
+
+    async def _cached_run(
+        self, mv: ModelVersion, request: InferRequest, feeds: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], BatchTiming | int]:
+        """The response cache in front of the batcher: a hit returns (outputs, lookup ns)."""
+        assert self.cache is not None
+        t0 = time.perf_counter_ns()
+        key = request_key(mv.name, str(mv.version), ((i.name, i.datatype, i.shape, i.array) for i in request.inputs))
+        found = self.cache.get(key)
+        lookup_ns = time.perf_counter_ns() - t0
+        if found is not None:
+            return found, lookup_ns
+        outputs, timing = await mv.batcher.submit(feeds)
+        t1 = time.perf_counter_ns()
+        self.cache.put(key, outputs)
+        mv.stats.cache_miss.add(lookup_ns + time.perf_counter_ns() - t1)
+        return outputs, timing
 
     def _feeds(self, mv: ModelVersion, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:
         config = mv.config

@@ -48,6 +48,9 @@ class ModelStats:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
+    cache_hit: Duration = field(default_factory=Duration)
+    cache_miss: Duration = field(default_factory=Duration)
+    cached: bool = False  # the response cache serves this version: its nv_cache_* series are exported
     inference_count: int = 0
     execution_count: int = 0
     last_inference_ms: int = 0
@@ -64,6 +67,11 @@ class ModelStats:
         seconds = duration_ns / 1e9
         self.latency_buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.latency_sum_s += seconds
+
+    def cache_hit_done(self, *, duration_ns: int, lookup_ns: int) -> None:
+        """Answered from the response cache: a success; as in Triton, no inference or execution is counted."""
+        self.cache_hit.add(lookup_ns)
+        self.request_done(ok=True, duration_ns=duration_ns, rows=0)
 
     def request_timing(self, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """A successful request's share: Triton counts compute time per request."""
@@ -112,6 +120,21 @@ COUNTERS: dict[str, tuple[str, Callable[[ModelStats], float]]] = {
 }
 
 
+# Triton's response cache series, for versions that use the cache (durations in microseconds)
+CACHE_COUNTERS: dict[str, tuple[str, Callable[[ModelStats], float]]] = {
+    "nv_cache_num_hits_per_model": ("Number of cache hits per model", lambda s: s.cache_hit.count),
+    "nv_cache_num_misses_per_model": ("Number of cache misses per model", lambda s: s.cache_miss.count),
+    "nv_cache_hit_duration_per_model": (
+        "Total cache hit duration per model, in microseconds",
+        lambda s: s.cache_hit.ns // 1000,
+    ),
+    "nv_cache_miss_duration_per_model": (
+        "Total cache miss (lookup and insert) duration per model, in microseconds",
+        lambda s: s.cache_miss.ns // 1000,
+    ),
+}
+
+
 def exposition(series: Iterable[tuple[Key, ModelStats]]) -> str:
     """The Prometheus text format for every loaded version."""
     items = sorted(series, key=lambda kv: kv[0])
@@ -119,6 +142,10 @@ def exposition(series: Iterable[tuple[Key, ModelStats]]) -> str:
     for name, (help_text, read) in COUNTERS.items():
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
         lines += [f"{name}{_labels(key)} {_number(read(stats))}" for key, stats in items]
+    cached = [(key, stats) for key, stats in items if stats.cached]
+    for name, (help_text, read) in CACHE_COUNTERS.items() if cached else ():
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+        lines += [f"{name}{_labels(key)} {_number(read(stats))}" for key, stats in cached]
     lines += [
         f"# HELP {PENDING} Instantaneous number of pending requests awaiting execution per-model.",
         f"# TYPE {PENDING} gauge",

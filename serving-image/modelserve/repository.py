@@ -32,6 +32,7 @@ class RepositorySettings:
     overrides: cfg.Overrides = field(default_factory=cfg.Overrides)
     runtime: runtime.RuntimeSettings = field(default_factory=runtime.RuntimeSettings)
     cache_dir: Path | None = None
+    response_cache: bool = False  # --cache-config gave the response cache a size
 
 
 @dataclass
@@ -188,8 +189,11 @@ class Repository:
                 return
             old = entry.versions
             entry.versions = {}
+            wants_cache = any(config.response_cache.enable for _, config, _ in loaded)
+            if wants_cache and not self.settings.response_cache:
+                log.warning("model '%s' enables response_cache but the server has none (--cache-config)", name)
             for version, config, model in loaded:
-                stats = ModelStats()
+                stats = ModelStats(cached=self.settings.response_cache and config.response_cache.enable)
                 entry.versions[version] = ModelVersion(
                     name, version, config, model, self._batcher(config, model, stats), stats
                 )

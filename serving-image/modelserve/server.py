@@ -24,6 +24,7 @@ import uvicorn
 from modelserve import grpc as grpc_api
 from modelserve import httplimits
 from modelserve.auth import TokenAuth
+from modelserve.cache import ResponseCache
 from modelserve.dataplane import DataPlane
 from modelserve.faults import FaultInjector
 from modelserve.repository import Repository, RepositorySettings
@@ -57,6 +58,7 @@ class ServerOptions:
     auth: TokenAuth | None = None
     http_tls: TlsFiles | None = None
     grpc_tls: TlsFiles | None = None
+    response_cache_bytes: int = 0  # --cache-config local,size=BYTES
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -117,7 +119,8 @@ async def _wait_started(server: _EmbeddedUvicorn, task: asyncio.Task[None], what
 async def serve(options: ServerOptions, settings: RepositorySettings, faults: FaultInjector) -> int:
     repository = Repository(settings)
     repository.scan()  # fail fast on a missing repository
-    dataplane = DataPlane(repository, faults)
+    cache = ResponseCache(options.response_cache_bytes) if options.response_cache_bytes > 0 else None
+    dataplane = DataPlane(repository, faults, cache)
     if faults.active:
         log.warning("fault injection is ON: failure ratio %s, latency %s ms", faults.failure_ratio, faults.latency_ms)
 

@@ -231,6 +231,12 @@ class ModelDynamicBatching(_message.Message):
         default_queue_policy: _Optional[_Union[ModelQueuePolicy, _Mapping]] = ...,
     ) -> None: ...
 
+class ModelResponseCache(_message.Message):
+    __slots__ = ("enable",)
+    ENABLE_FIELD_NUMBER: _ClassVar[int]
+    enable: bool
+    def __init__(self, enable: _Optional[bool] = ...) -> None: ...
+
 class ModelParameter(_message.Message):
     __slots__ = ("string_value",)
     STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +257,7 @@ class ModelConfig(_message.Message):
         "instance_group",
         "default_model_filename",
         "parameters",
+        "response_cache",
     )
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
@@ -274,6 +281,7 @@ class ModelConfig(_message.Message):
     INSTANCE_GROUP_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_MODEL_FILENAME_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_CACHE_FIELD_NUMBER: _ClassVar[int]
     name: str
     platform: str
     backend: str
@@ -286,6 +294,7 @@ class ModelConfig(_message.Message):
     instance_group: _containers.RepeatedCompositeFieldContainer[ModelInstanceGroup]
     default_model_filename: str
     parameters: _containers.MessageMap[str, ModelParameter]
+    response_cache: ModelResponseCache
     def __init__(
         self,
         name: _Optional[str] = ...,
@@ -300,4 +309,5 @@ class ModelConfig(_message.Message):
         instance_group: _Optional[_Iterable[_Union[ModelInstanceGroup, _Mapping]]] = ...,
         default_model_filename: _Optional[str] = ...,
         parameters: _Optional[_Mapping[str, ModelParameter]] = ...,
+        response_cache: _Optional[_Union[ModelResponseCache, _Mapping]] = ...,
     ) -> None: ...

@@ -1,0 +1,123 @@
+"""The response cache: --cache-config parsing, the request key, and the byte-bounded LRU (property tests)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modelserve.cache import ENTRY_OVERHEAD, CacheConfig, ResponseCache, request_key
+from modelserve.metrics import ModelStats, exposition
+
+
+def test_cache_config_parses_tritons_syntax() -> None:
+    assert CacheConfig.parse([]).size == 0
+    assert CacheConfig.parse(["local,size=1048576"]).size == 1048576
+    assert CacheConfig.parse(["local,size=1", "local,size=2"]).size == 2  # the last one wins
+    for bad in ("redis,size=10", "local", "local,bytes=10", "local,size=-1", "local,size=1k"):
+        with pytest.raises(ValueError, match="--cache-config"):
+            CacheConfig.parse([bad])
+
+
+def _inputs(data: np.ndarray, name: str = "x", datatype: str = "FP32") -> list[tuple[str, str, list[int], np.ndarray]]:
+    return [(name, datatype, list(data.shape), data)]
+
+
+def test_key_covers_model_version_name_datatype_shape_and_bytes() -> None:
+    a = np.arange(6, dtype=np.float32)
+    base = request_key("m", "1", _inputs(a.reshape(2, 3)))
+    assert base == request_key("m", "1", _inputs(a.reshape(2, 3).copy()))
+    variants = [
+        request_key("n", "1", _inputs(a.reshape(2, 3))),
+        request_key("m", "2", _inputs(a.reshape(2, 3))),
+        request_key("m", "1", _inputs(a.reshape(2, 3), name="y")),
+        request_key("m", "1", _inputs(a.reshape(2, 3).view(np.int32), datatype="INT32")),
+        request_key("m", "1", _inputs(a.reshape(3, 2))),
+        request_key("m", "1", _inputs((a + 1).reshape(2, 3))),
+    ]
+    assert len({base, *variants}) == len(variants) + 1
+
+
+def test_key_ignores_input_order_and_length_prefixes_bytes() -> None:
+    x, y = np.zeros(2, np.float32), np.ones(2, np.float32)
+    xy = [("x", "FP32", [2], x), ("y", "FP32", [2], y)]
+    assert request_key("m", "1", xy) == request_key("m", "1", list(reversed(xy)))
+    one = np.array([b"ab", b"c"], dtype=object)
+    two = np.array([b"a", b"bc"], dtype=object)
+    assert request_key("m", "1", _inputs(one, datatype="BYTES")) != request_key(
+        "m", "1", _inputs(two, datatype="BYTES")
+    )
+
+
+def test_stored_copies_are_read_only_and_independent_of_the_batch() -> None:
+    cache = ResponseCache(1 << 20)
+    batch = np.arange(8, dtype=np.float32).reshape(4, 2)
+    assert cache.put(b"k", {"out": batch[1:2]})
+    batch[:] = -1
+    stored = cache.get(b"k")
+    assert stored is not None
+    np.testing.assert_array_equal(stored["out"], [[2, 3]])
+    assert stored["out"].base is None or stored["out"].base.size == 2
+    with pytest.raises(ValueError):
+        stored["out"][0, 0] = 9
+
+
+def test_an_entry_larger_than_the_cache_is_not_stored() -> None:
+    cache = ResponseCache(ENTRY_OVERHEAD + 100)
+    assert not cache.put(b"k", {"out": np.zeros(100, np.float32)})
+    assert len(cache) == 0 and cache.used == 0
+
+
+entries = st.lists(
+    st.tuples(st.integers(0, 15), st.integers(0, 64), st.booleans()),  # key, float count, read it back first
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(capacity=st.integers(0, 4 * ENTRY_OVERHEAD + 1024), operations=entries)
+def test_lru_never_exceeds_its_bound_and_evicts_least_recently_used(
+    capacity: int, operations: list[tuple[int, int, bool]]
+) -> None:
+    cache = ResponseCache(capacity)
+    model: OrderedDict[bytes, int] = OrderedDict()  # key -> charged size, least recent first
+    for number, floats, read_first in operations:
+        key = number.to_bytes(2, "little")
+        if read_first:
+            found = cache.get(key)
+            assert (found is not None) == (key in model)
+            if key in model:
+                model.move_to_end(key)
+                assert found is not None and found["out"].size == floats_of(model, key)
+        outputs = {"out": np.full(floats, number, np.float32)}
+        size = ENTRY_OVERHEAD + len(key) + 4 * floats + len("out")
+        stored = cache.put(key, outputs)
+        assert stored == (size <= capacity)
+        if stored:
+            model.pop(key, None)
+            while sum(model.values()) + size > capacity:
+                model.popitem(last=False)
+            model[key] = size
+        assert cache.used <= capacity
+        assert cache.used == sum(model.values())
+        assert cache.keys() == list(model)
+
+
+def floats_of(model: OrderedDict[bytes, int], key: bytes) -> int:
+    return (model[key] - ENTRY_OVERHEAD - len(key) - len("out")) // 4
+
+
+def test_cache_series_only_for_versions_that_use_the_cache() -> None:
+    plain, cached = ModelStats(), ModelStats(cached=True)
+    cached.cache_hit.add(3000)
+    cached.cache_miss.add(5000)
+    assert "nv_cache_" not in exposition([(("a", "1"), plain)])
+    text = exposition([(("a", "1"), plain), (("b", "1"), cached)])
+    assert 'nv_cache_num_hits_per_model{model="b",version="1"} 1' in text
+    assert 'nv_cache_num_misses_per_model{model="b",version="1"} 1' in text
+    assert 'nv_cache_hit_duration_per_model{model="b",version="1"} 3' in text
+    assert 'nv_cache_miss_duration_per_model{model="b",version="1"} 5' in text
+    assert 'nv_cache_num_hits_per_model{model="a"' not in text
