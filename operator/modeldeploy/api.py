@@ -24,6 +24,7 @@ from pydantic.alias_generators import to_camel
 
 from modeldeploy import cel
 from modeldeploy.apibase import ApiModel
+from modeldeploy.securityapi import SecuritySpec
 from modeldeploy.storageapi import CHECKSUM_PATTERN, MODEL_SOURCE_RULES, EnvVar, ModelStorage, storage_problem
 
 GROUP = "modeldeploy.io"
@@ -394,6 +395,16 @@ class PodSettings(ApiModel):
     termination_grace_period_seconds: int = Field(
         default=30, ge=1, le=3600, description="Time given to finish in-flight requests on shutdown."
     )
+    shutdown_delay_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=300,
+        description=(
+            "After SIGTERM the pod reports not ready but serves this long (default 5; closing keep-alive"
+            " connections) while endpoints propagate, then drains for the rest of terminationGracePeriodSeconds"
+            " (capped at it less 3)."
+        ),
+    )
 
 
 class MonitoringSpec(ApiModel):
@@ -430,6 +441,7 @@ class ModelDeploymentSpec(ApiModel):
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Rollout strategy and canary analysis.")
     pod: PodSettings = Field(default_factory=PodSettings, description="Pod-level pass-through settings.")
     monitoring: MonitoringSpec | None = Field(default=None, description="Prometheus scraping of the serving pods.")
+    security: SecuritySpec | None = Field(default=None, description="Inference auth, TLS and NetworkPolicy.")
 
     @model_validator(mode="after")
     def _rules(self) -> ModelDeploymentSpec:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import jinja2
 import yaml
 
-from modeldeploy import api, monitoring
+from modeldeploy import api, hardening, monitoring
 from modeldeploy.storageapi import DEFAULT_VOLUME_SIZE_LIMIT
 
 if TYPE_CHECKING:
@@ -133,7 +133,6 @@ def _resources(spec: api.ModelDeploymentSpec) -> dict[str, dict[str, str]]:
 
 def _server_command(spec: api.ModelDeploymentSpec) -> list[str]:
     rt = spec.runtime
-    grace = spec.pod.termination_grace_period_seconds
     command = [
         "modelserve",
         f"--model-repository={MODEL_ROOT}",
@@ -149,13 +148,13 @@ def _server_command(spec: api.ModelDeploymentSpec) -> list[str]:
         f"--quantization-tolerance={rt.quantization_tolerance}",
         f"--intra-op-threads={rt.intra_op_threads}",
         f"--cache-dir={CACHE_ROOT}",
-        f"--exit-timeout-secs={max(1, grace - 5)}",
+        *hardening.shutdown_flags(spec),
         "--log-format=json",
     ]
     command.extend(f"--preferred-batch-size={size}" for size in rt.preferred_batch_sizes)
     if spec.gpu is not None and spec.gpu.count > 0:
         command.append("--require-gpu")  # a CPU-only image fails the load instead of running on the CPU
-    return command + list(rt.args)
+    return command + hardening.security_flags(spec) + list(rt.args)
 
 
 def _fetch_command(spec: api.ModelDeploymentSpec, model_dir: str, volume_size_limit: str) -> list[str]:
@@ -189,8 +188,10 @@ def _storage(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
     """Volumes, mounts and the optional fetching init container for the model store."""
     source = parse_storage_uri(spec.model.storage_uri)
     model_dir = f"{MODEL_ROOT}/{spec.model.name}"
+    storage = spec.model.storage
+    size_limit = (storage.volume_size_limit if storage else None) or DEFAULT_VOLUME_SIZE_LIMIT
     volumes: list[dict[str, Any]] = [
-        {"name": "cache", "emptyDir": {}},
+        {"name": "cache", "emptyDir": {"sizeLimit": size_limit}},  # optimized models: at most the model's size
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
     mounts: list[dict[str, Any]] = [
@@ -202,9 +203,8 @@ def _storage(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
         store_mount: dict[str, Any] = {"name": "model-store", "mountPath": model_dir, "readOnly": True}
         if source.sub_path:
             store_mount["subPath"] = source.sub_path
-        return {"volumes": volumes, "volume_mounts": [*mounts, store_mount], "init_container": None}
-    storage = spec.model.storage
-    size_limit = (storage.volume_size_limit if storage else None) or DEFAULT_VOLUME_SIZE_LIMIT
+        ephemeral = hardening.ephemeral_storage(None, size_limit)
+        return {"volumes": volumes, "volume_mounts": [*mounts, store_mount], "init_container": None, **ephemeral}
     volumes.append({"name": "model-store", "emptyDir": {"sizeLimit": size_limit}})
     init = {
         "command": _fetch_command(spec, model_dir, size_limit),
@@ -217,6 +217,7 @@ def _storage(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
         "volumes": volumes,
         "volume_mounts": [*mounts, {"name": "model-store", "mountPath": MODEL_ROOT, "readOnly": True}],
         "init_container": init,
+        **hardening.ephemeral_storage(size_limit, size_limit),
     }
 
 
@@ -229,6 +230,23 @@ def _scheduling(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
         if GPU_TOLERATION not in tolerations:
             tolerations.append(dict(GPU_TOLERATION))
     return {"node_selector": node_selector, "tolerations": tolerations, "affinity": spec.pod.affinity}
+
+
+def _hardened(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
+    """Storage, resources and Secret volumes: ephemeral-storage bounds, auth and TLS files (modeldeploy.hardening)."""
+    storage = _storage(spec)
+    resources = _resources(spec)
+    resources["requests"]["ephemeral-storage"] = storage.pop("request")
+    resources["limits"]["ephemeral-storage"] = storage.pop("limit")
+    volumes, mounts = hardening.security_volumes(spec)
+    storage["volumes"] = [*storage["volumes"], *volumes]
+    storage["volume_mounts"] = [*storage["volume_mounts"], *mounts]
+    return {
+        **storage,
+        "resources": resources,
+        "automount_service_account_token": hardening.automount_token(spec),
+        "probe_scheme": hardening.probe_scheme(spec),
+    }
 
 
 def build_deployment_context(
@@ -294,9 +312,8 @@ def build_deployment_context(
         "env": [e.to_container() for e in spec.runtime.env],
         "ports": _ports(),
         "startup_failure_threshold": 120,
-        "resources": _resources(spec),
         **_scheduling(spec),
-        **_storage(spec),
+        **_hardened(spec),
     }
 
 
@@ -462,6 +479,12 @@ def render(
         objects.append(render_template("hpa.yaml.j2", build_hpa_context(md, spec.autoscaling)))
     if needs_disruption_budget(spec):
         objects.append(render_template("pdb.yaml.j2", build_pdb_context(md)))
+    if hardening.wants_network_policy(spec):
+        ports = {"http": HTTP_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT}
+        context = hardening.build_network_policy_context(
+            md, common_labels(md), {LABEL_DEPLOYMENT: md.metadata.name}, ports
+        )
+        objects.append(render_template("networkpolicy.yaml.j2", context))
     if monitoring.wants_pod_monitor(spec):
         context = monitoring.build_pod_monitor_context(md, common_labels(md), {LABEL_DEPLOYMENT: md.metadata.name})
         objects.append(render_template("podmonitor.yaml.j2", context))
