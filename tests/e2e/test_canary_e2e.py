@@ -32,7 +32,10 @@ from tests.e2e.canary_env import (
 from tests.e2e.conftest import kubectl
 from tests.integration.prometheus_env import PROMETHEUS
 
-pytestmark = [pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is installed by `make install`")]
+pytestmark = [
+    pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is installed by `make install`"),
+    pytest.mark.usefixtures("pods_become_ready"),  # pods on loopback IPs: the fake kubelet of shared/realk8s
+]
 RESYNC = 4.0
 CANARY = "e2e.modeldeploy.io/canary"
 V2 = {"name": "simple", "storageUri": "s3://bucket/simple", "version": 2}

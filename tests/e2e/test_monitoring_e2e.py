@@ -39,7 +39,10 @@ from tests.e2e.conftest import kubectl
 from tests.integration.monitoring_env import SCRAPE_CONFIG, Prometheus, analysis_queries, running_prometheus
 from tests.integration.prometheus_env import PROMETHEUS
 
-pytestmark = [pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is installed by `make install`")]
+pytestmark = [
+    pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is installed by `make install`"),
+    pytest.mark.usefixtures("pods_become_ready"),  # pods on loopback IPs: the fake kubelet of shared/realk8s
+]
 NAME = "watched"
 POD_MONITOR_CRD = "podmonitors.monitoring.coreos.com"
 ROLLOUT = {"strategy": "Canary", "steps": [50], "interval": "6s", "minRequestCount": 5, "failureLimit": 2,
