@@ -31,6 +31,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "HTTPRoute": ("gateway.networking.k8s.io/v1", "httproutes"),
     "GRPCRoute": ("gateway.networking.k8s.io/v1", "grpcroutes"),
     "PodMonitor": ("monitoring.coreos.com/v1", "podmonitors"),
+    "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"),
     "ModelDeployment": (api.API_VERSION, api.PLURAL),
 }
 

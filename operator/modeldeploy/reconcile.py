@@ -75,6 +75,7 @@ def managed_refs(md: api.ModelDeployment) -> list[ObjectRef]:
         ObjectRef("HorizontalPodAutoscaler", ns, name),
         ObjectRef("PodDisruptionBudget", ns, name),
         ObjectRef("PodMonitor", ns, name),
+        ObjectRef("NetworkPolicy", ns, name),
     ]
 
 

@@ -108,6 +108,12 @@ async def exercise_every_path(emulator: kmock.KubernetesEmulator) -> None:
         await eventually(lambda: resynced(emulator, "podmonitors"), what="PodMonitor re-applied")
         await patch(emulator, "ml", "watched", {"metadata": {"generation": 2}, "spec": {"monitoring": None}})
         await eventually(lambda: obj(emulator, monitors, "ml", "watched") is None, what="PodMonitor pruned")
+        policies = "networking.k8s.io/v1/networkpolicies"
+        await create(emulator, model_deployment("fenced", security={"networkPolicy": {}}))
+        await eventually(lambda: obj(emulator, policies, "ml", "fenced"), what="NetworkPolicy")
+        await eventually(lambda: resynced(emulator, "networkpolicies"), what="NetworkPolicy re-applied")
+        await patch(emulator, "ml", "fenced", {"metadata": {"generation": 2}, "spec": {"security": None}})
+        await eventually(lambda: obj(emulator, policies, "ml", "fenced") is None, what="NetworkPolicy pruned")
         await create(emulator, model_deployment("bad", replicas=-1))
         await eventually(
             lambda: (obj(emulator, "modeldeploy.io/v1alpha1/modeldeployments", "ml", "bad") or {}).get("status")
