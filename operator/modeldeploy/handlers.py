@@ -24,7 +24,7 @@ from typing import Any
 
 import kopf
 
-from modeldeploy import analysis, api, reconcile
+from modeldeploy import analysis, api, reconcile, resilience
 from modeldeploy.kube import KubeClient, KubeError
 from modeldeploy.memory import Memory
 from modeldeploy.opmetrics import OperatorMetrics
@@ -40,6 +40,7 @@ MANAGED = {"app.kubernetes.io/managed-by": "modeldeploy-operator"}
 # kopf keep a worker per object (~45 MiB per 1000 children, measured in bench/operator).
 CHILD_RESOURCES = [("apps", "v1", "deployments")]
 ROLLOUT_TICK_SECONDS = 0.5
+resilience.install()  # kopf's watches restart instead of ending the process; its PATCHes retry a 409
 
 
 @kopf.on.startup()
@@ -59,6 +60,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix="modeldeploy.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
+    resilience.configure(settings)
     settings.execution.max_workers = memo.settings.max_workers
     if memo.settings.namespaces:
         # Namespaced installs get Roles only: no cluster-wide discovery of CRDs and namespaces.

@@ -4,22 +4,37 @@ Objects travel as plain dicts (no generated model classes: cheaper, and they are
 renderer produces). Apply is server-side apply with a fixed field manager; an object
 that does not exist yet is created (a real API server creates it on apply; an emulator
 without apply support answers 404, and the create follows).
+
+Every call is retried where it failed (`RetryPolicy`), not the whole reconcile: connection
+errors and timeouts, 429 (waiting at least its Retry-After), 500/502/503/504, and a 409 on
+anything but a create (server-side apply with force, merge patches of status, gets and deletes
+are idempotent). A create's 409 means the object exists: `apply` then applies it. A write that
+happened but was answered with an error is therefore harmless: apply and status patches repeat
+to the same result, a repeated create finds its object, a repeated delete its absence, and an
+Event has a name fixed before the first attempt, so a repeat is a 409, not a second Event.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
+import logging
 import os
+import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy import api
 
+log = logging.getLogger(__name__)
 TRANSIENT_STATUSES = {409, 429, 500, 502, 503, 504}
+RETRIED_STATUSES = {0, 429, 500, 502, 503, 504}  # 0: no answer (connection error, timeout)
 
 # kind -> (group/version, plural); the kinds the operator reads or writes.
 RESOURCES: dict[str, tuple[str, str]] = {
@@ -39,10 +54,35 @@ RESOURCES: dict[str, tuple[str, str]] = {
 class KubeError(Exception):
     """An API call failed; `transient` says whether retrying may help."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
         self.transient = status in TRANSIENT_STATUSES or status == 0
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries of one API call: exponential backoff with jitter, Retry-After honoured."""
+
+    attempts: int = 6  # in all; at 20 % failing calls one call fails for good 6 in 100,000 times
+    base_seconds: float = 0.1
+    max_seconds: float = 5.0
+    max_retry_after_seconds: float = 30.0
+
+    def retryable(self, method: str, error: KubeError) -> bool:
+        # A create's 409 is AlreadyExists (maybe our own earlier attempt): the caller decides.
+        return error.status in RETRIED_STATUSES or (error.status == 409 and method != "POST")
+
+    def delay(self, attempt: int, error: KubeError) -> float:
+        """Seconds before retry number `attempt` (1 = the first retry)."""
+        backoff = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        if error.retry_after is not None:
+            backoff = max(backoff, min(error.retry_after, self.max_retry_after_seconds))
+        return backoff
+
+
+NO_RETRIES = RetryPolicy(attempts=1)
 
 
 @dataclass(frozen=True)
@@ -68,9 +108,13 @@ class ObjectRef:
 
 
 class KubeClient:
-    def __init__(self, api_client: client.ApiClient, field_manager: str = "modeldeploy") -> None:
+    def __init__(
+        self, api_client: client.ApiClient, field_manager: str = "modeldeploy", retry: RetryPolicy | None = None
+    ) -> None:
         self.api_client = api_client
         self.field_manager = field_manager
+        self.retry = retry or RetryPolicy()
+        self.retries: dict[int, int] = {}  # status -> retries made, for metrics and tests
 
     @classmethod
     def from_environment(cls, field_manager: str = "modeldeploy") -> KubeClient:
@@ -97,6 +141,28 @@ class KubeClient:
         query: list[tuple[str, Any]] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any] | None:
+        """One API call, retried where it failed as `self.retry` allows."""
+        attempt = 1
+        while True:
+            try:
+                return self._call_once(method, path, body, query, content_type)
+            except KubeError as exc:
+                if attempt >= self.retry.attempts or not self.retry.retryable(method, exc):
+                    raise
+                delay = self.retry.delay(attempt, exc)
+                self.retries[exc.status] = self.retries.get(exc.status, 0) + 1
+                log.debug("%s %s failed (%s); retry %d in %.2fs", method, path, exc, attempt, delay)
+                time.sleep(delay)
+                attempt += 1
+
+    def _call_once(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: list[tuple[str, Any]] | None,
+        content_type: str,
+    ) -> dict[str, Any] | None:
         request = self.api_client.param_serialize(
             method=method,
             resource_path=path,
@@ -106,15 +172,20 @@ class KubeClient:
             auth_settings=["BearerToken"],
         )
         try:
-            response = self.api_client.call_api(*request, _request_timeout=30)
+            response = self.api_client.call_api(*request, _request_timeout=(5, 30))
             data = response.read()
         except ApiException as exc:  # connection-level failures come wrapped
-            raise KubeError(exc.status or 0, _reason(exc.body, str(exc.reason))) from None
-        except OSError as exc:
+            retry_after = _retry_after((exc.headers or {}).get("Retry-After"))
+            raise KubeError(exc.status or 0, _reason(exc.body, str(exc.reason)), retry_after) from None
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
             raise KubeError(0, str(exc)) from None
         if response.status >= 400:
-            raise KubeError(response.status, _reason(data, str(response.reason)))
-        return json.loads(data) if data else None
+            retry_after = _retry_after(response.getheader("Retry-After"))
+            raise KubeError(response.status, _reason(data, str(response.reason)), retry_after)
+        try:
+            return json.loads(data) if data else None
+        except ValueError as exc:  # a cut answer
+            raise KubeError(0, f"unreadable answer: {exc}") from None
 
     def get(self, ref: ObjectRef) -> dict[str, Any] | None:
         try:
@@ -144,13 +215,20 @@ class KubeClient:
                 if exc.status != 409:
                     raise
         query = [("fieldManager", self.field_manager), ("force", "true")]
-        try:
-            result = self._call("PATCH", ref.path, obj, query, "application/apply-patch+yaml")
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
-            return self._create(ref, obj)
-        return result or obj
+        for _ in range(3):  # apply, create, apply: an object deleted and re-created in between
+            try:
+                result = self._call("PATCH", ref.path, obj, query, "application/apply-patch+yaml")
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+                try:
+                    return self._create(ref, obj)
+                except KubeError as create_error:
+                    if create_error.status != 409:  # exists after all: apply again
+                        raise
+            else:
+                return result or obj
+        raise KubeError(409, f"{ref.kind}/{ref.name} neither applies nor creates")
 
     def _create(self, ref: ObjectRef, obj: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", ref.collection, obj, [("fieldManager", self.field_manager)]) or obj
@@ -170,10 +248,12 @@ class KubeClient:
         meta = involved["metadata"]
         namespace = meta.get("namespace") or "default"
         now = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+        # A name fixed before the first attempt: a retry of a post that happened is a 409, not a twin.
+        digest = hashlib.sha256(f"{meta.get('uid')}/{reason}/{message}/{now}/{random.random()}".encode())
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
+            "metadata": {"name": f"{meta['name']}.{digest.hexdigest()[:16]}", "namespace": namespace},
             "involvedObject": {
                 "apiVersion": involved.get("apiVersion", api.API_VERSION),
                 "kind": involved.get("kind", api.KIND),
@@ -189,12 +269,24 @@ class KubeClient:
             "lastTimestamp": now,
             "count": 1,
         }
-        self._call("POST", f"/api/v1/namespaces/{namespace}/events", event)
+        try:
+            self._call("POST", f"/api/v1/namespaces/{namespace}/events", event)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the ModelDeployment's status subresource (never its spec)."""
         ref = ObjectRef("ModelDeployment", namespace, name)
         self._call("PATCH", f"{ref.path}/status", {"status": status}, content_type="application/merge-patch+json")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the delta form the API server sends); None when absent or a date."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _reason(body: Any, fallback: str) -> str:

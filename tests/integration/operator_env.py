@@ -54,10 +54,16 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
 
 @contextlib.asynccontextmanager
 async def running_operator(
-    emulator: kmock.KubernetesEmulator, *, scanning: bool = False, provider: Any = None, **settings: Any
+    emulator: kmock.KubernetesEmulator,
+    *,
+    scanning: bool = False,
+    provider: Any = None,
+    server: str | None = None,
+    **settings: Any,
 ) -> AsyncIterator[kopf.Memo]:
+    """`server`: where the operator sends its requests (a proxy in front of the emulator); default the emulator."""
     declare_resources(emulator)
-    _server["url"] = str(emulator.url).rstrip("/")
+    _server["url"] = (server or str(emulator.url)).rstrip("/")
     op_settings = OperatorSettings(**{"metrics_port": 0, "liveness_endpoint": None, "resync_seconds": 2.0, **settings})
     memo = kopf.Memo(
         settings=op_settings,
