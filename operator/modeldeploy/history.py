@@ -6,7 +6,10 @@ ControllerRevision: `data.spec` is the full ModelDeployment spec, `revision` a s
 which is re-created from it, and is garbage-collected with the ModelDeployment.
 
 A revision is recorded when the stable takes it for good: the first deployment, a canary that
-Succeeded (its stable fully rolled out), or a non-canary strategy's new revision.
+Succeeded (its stable fully rolled out), or a non-canary strategy's new revision. As Deployments
+keep `revisionHistoryLimit` old ReplicaSets, only the newest `history_limit` revisions are kept
+(the operator setting `revision_history_limit`, default 10): older ones are deleted right after
+a new one is recorded, so the list is read only when the history grows past the limit.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ def record(
     entry: Entry,
     spec: api.ModelDeploymentSpec,
     revision: str,
+    history_limit: int = 10,
 ) -> bool:
     """Record that the stable now runs `revision` (a no-op when it already is the stable one)."""
     if entry.stable is not None and entry.stable.revision == revision:
@@ -100,4 +104,19 @@ def record(
     kopf.adopt(obj, owner=owner)
     kube.apply(obj)
     entry.stable, entry.history_loaded = StableRevision(revision, spec, number), True
+    if number > history_limit:
+        prune(kube, md, number - history_limit)
     return True
+
+
+def prune(kube: KubeClient, md: api.ModelDeployment, up_to: int) -> list[str]:
+    """Delete the owned revisions numbered `up_to` or lower; returns their names."""
+    ns, name = md.metadata.namespace, md.metadata.name
+    pruned = []
+    for obj in kube.list(KIND, ns, f"{render.LABEL_DEPLOYMENT}={name}"):
+        meta = obj.get("metadata", {})
+        owned = any(r.get("uid") == md.metadata.uid for r in meta.get("ownerReferences", []))
+        if owned and int(obj.get("revision") or 0) <= up_to:
+            kube.delete(ObjectRef(KIND, ns, meta["name"]))
+            pruned.append(meta["name"])
+    return pruned

@@ -219,7 +219,7 @@ def _reconcile_locked(
             outcome.pruned.append(ref)
     stable_spec, stable_revision = (plan.stable.spec, plan.stable.revision) if plan else (md.spec, desired)
     if plan is None or plan.state is None or plan.state.phase != "Promoting":
-        history.record(kube, md, body, entry, stable_spec, stable_revision)
+        history.record(kube, md, body, entry, stable_spec, stable_revision, settings.revision_history_limit)
     if (
         decision is not None
         and decision.phase in ("Progressing", "Paused")

@@ -24,6 +24,7 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
             "liveness_endpoint": args.liveness,
             "metrics_port": args.metrics_port,
             "resync_seconds": args.resync_seconds,
+            "revision_history_limit": args.revision_history_limit,
         }.items()
         if value is not None
     }
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--metrics-port", type=int, help="operator metrics port (0 disables)")
     parser.add_argument("--resync-seconds", type=float, help="drift-repair period")
+    parser.add_argument("--revision-history-limit", type=int, help="ControllerRevisions kept per ModelDeployment")
     parser.add_argument("--log-format", choices=["text", "json"], help="log format")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 

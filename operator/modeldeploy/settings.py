@@ -30,6 +30,9 @@ class OperatorSettings(BaseSettings):
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="Operator metrics port; 0 disables.")
     resync_seconds: float = Field(default=60.0, gt=0, description="Re-reconcile period that repairs drift.")
     field_manager: str = Field(default="modeldeploy", description="Server-side apply field manager.")
+    revision_history_limit: int = Field(
+        default=10, ge=1, le=1000, description="ControllerRevisions kept per ModelDeployment (older ones deleted)."
+    )
     max_workers: int = Field(default=8, ge=1, le=256, description="Threads for synchronous reconciles.")
 
     @field_validator("namespaces", mode="before")

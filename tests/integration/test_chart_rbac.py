@@ -65,8 +65,16 @@ def resynced(emulator: kmock.KubernetesEmulator, plural: str) -> bool:
     return any(r.method == "PATCH" and r.resource is not None and r.resource.plural == plural for r in emulator)
 
 
+def revisions(emulator: kmock.KubernetesEmulator, owner: str) -> list[str]:
+    return [
+        name
+        for (resource, _, name), stored in list(emulator.objects.items())
+        if resource.plural == "controllerrevisions" and not stored.deleted and name.startswith(f"{owner}-")
+    ]
+
+
 async def exercise_every_path(emulator: kmock.KubernetesEmulator) -> None:
-    async with running_operator(emulator, scanning=True, resync_seconds=1):
+    async with running_operator(emulator, scanning=True, resync_seconds=1, revision_history_limit=1):
         scaled = {"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilization": 60}
         await create(emulator, model_deployment("full", autoscaling=scaled))
         await eventually(lambda: obj(emulator, "policy/v1/poddisruptionbudgets", "ml", "full"), what="PDB")
@@ -114,6 +122,15 @@ async def exercise_every_path(emulator: kmock.KubernetesEmulator) -> None:
         await eventually(lambda: resynced(emulator, "networkpolicies"), what="NetworkPolicy re-applied")
         await patch(emulator, "ml", "fenced", {"metadata": {"generation": 2}, "spec": {"security": None}})
         await eventually(lambda: obj(emulator, policies, "ml", "fenced") is None, what="NetworkPolicy pruned")
+        # A new stable revision past the history limit (1 here): the older ControllerRevision is deleted.
+        rolling = {"strategy": "RollingUpdate"}
+        await create(emulator, model_deployment("hist", rollout=rolling))
+        await eventually(lambda: len(revisions(emulator, "hist")) == 1, what="first ControllerRevision")
+        (first,) = revisions(emulator, "hist")
+        v2 = {"model": {"name": "mlp", "storageUri": "s3://models/mlp", "version": 2}, "rollout": rolling}
+        await patch(emulator, "ml", "hist", {"metadata": {"generation": 2}, "spec": v2})
+        await eventually(lambda: first not in revisions(emulator, "hist"), what="old ControllerRevision pruned")
+        assert len(revisions(emulator, "hist")) == 1
         await create(emulator, model_deployment("bad", replicas=-1))
         await eventually(
             lambda: (obj(emulator, "modeldeploy.io/v1alpha1/modeldeployments", "ml", "bad") or {}).get("status")
