@@ -6,7 +6,8 @@
   must not decide from the snapshot the first already moved past);
 - the stable revision read from its ControllerRevision history (read once, then kept);
 - one lock, so reconciles of one object never overlap;
-- how many applies in a row failed (the retry count shown in status).
+- how many applies in a row failed (the retry count shown in status);
+- the children the last reconcile applied (what a later one may have to prune).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Entry:
     history_loaded: bool = False
     apply_failures: int = 0
     command_pending: bool = False  # a modeldeploy.io/rollout command is being acted on
+    applied: set[Any] | None = None  # the children (ObjectRefs) the last reconcile applied; None: unknown
 
     def freshest(self, observed: dict[str, Any]) -> dict[str, Any]:
         """The remembered status unless the observed one is about a newer generation."""

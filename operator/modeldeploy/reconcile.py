@@ -211,12 +211,18 @@ def _reconcile_locked(
         ref = ObjectRef.of(obj)
         results[ref] = kube.apply(obj, probably_new=created)
         outcome.applied.append(ref)
-    for ref in managed_refs(md):
+        if entry.applied is not None:
+            entry.applied.add(ref)  # still pruned later should this reconcile fail half-way
+    # Prune: every child it may have made once per process (a former process may have made any),
+    # then only what this process applied before and no longer renders (no reads on a resync).
+    candidates = managed_refs(md) if entry.applied is None else [r for r in managed_refs(md) if r in entry.applied]
+    for ref in candidates:
         if created or ref in results:
             continue
         existing = kube.get(ref)
         if existing is not None and _owned_by(existing, md.metadata.uid) and kube.delete(ref):
             outcome.pruned.append(ref)
+    entry.applied = set(results)
     stable_spec, stable_revision = (plan.stable.spec, plan.stable.revision) if plan else (md.spec, desired)
     if plan is None or plan.state is None or plan.state.phase != "Promoting":
         history.record(kube, md, body, entry, stable_spec, stable_revision, settings.revision_history_limit)
