@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="after SIGTERM, report not ready but keep serving this long (closing keep-alive connections, gRPC"
         " GOAWAY) while endpoints propagate, then drain; the operator renders 5",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="server processes sharing the ports (SO_REUSEPORT); 0: one per core the CPU limit allows",
     )
     p.add_argument("--log-verbose", type=int, default=0, help="verbose logging when > 0")
     p.add_argument("--log-format", choices=["text", "json"], default="text", help="log line format")
@@ -188,14 +195,17 @@ def _run_fetch(argv: Sequence[str]) -> int:
     return fetch_main(argv)
 
 
-def _run_server(args: argparse.Namespace) -> int:
+def _run_server(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     from modelserve import config as cfg
-    from modelserve import memory, runtime, server
+    from modelserve import memory, runtime, server, supervisor, workerstate
     from modelserve.errors import ModelLoadError
     from modelserve.faults import FaultInjector
     from modelserve.repository import RepositorySettings
 
     server.configure_logging(args.log_verbose, args.log_format)
+    workers = args.workers if args.workers > 0 else supervisor.available_cores()
+    if workers > 1 and not os.environ.get(workerstate.ENV_DIR):
+        return supervisor.run(argv, workers, args.intra_op_threads)
     memory.tune_allocator()
     parameters: dict[str, str] = {}
     if args.quantization is not None:
@@ -293,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["fetch"]:
         return _run_fetch(argv[1:])
-    return _run_server(build_parser().parse_args(argv))
+    return _run_server(build_parser().parse_args(argv), argv)
 
 
 if __name__ == "__main__":

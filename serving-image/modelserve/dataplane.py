@@ -19,8 +19,9 @@ from modelserve.batching import BatchTiming
 from modelserve.cache import ResponseCache, request_key
 from modelserve.errors import ControlModeRefused, InferenceFailed, InvalidArgument, ServeError, Unavailable, clip
 from modelserve.faults import FaultInjector
-from modelserve.metrics import ModelStats
+from modelserve.metrics import Key, ModelStats
 from modelserve.repository import ModelVersion, Repository
+from modelserve.workerstate import WorkerState, combined
 
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics"]
 
@@ -75,6 +76,7 @@ class DataPlane:
     ) -> None:
         self.repository = repository
         self.cache = cache  # used only for versions whose config enables response_cache (stats.cached)
+        self.workers: WorkerState | None = None  # --workers N > 1: the other workers' readiness and statistics
         self.faults = faults or FaultInjector()
         self.shutting_down = False  # draining is over: refuse what still arrives
         self.terminating = False  # SIGTERM received: not ready, still serving (modelserve.shutdown)
@@ -89,6 +91,10 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
+        return self.ready_here() and (self.workers is None or self.workers.others_ready())
+
+    def ready_here(self) -> bool:
+        """This process is ready (with --workers, the server is ready when every worker is)."""
         return self.started and not self.terminating and not self.shutting_down and self.repository.all_ready()
 
     def server_metadata(self) -> dict[str, Any]:
@@ -140,6 +146,11 @@ class DataPlane:
         await self.repository.unload(name)
 
     def _check_explicit(self, what: str) -> None:
+        if self.workers is not None:
+            raise ControlModeRefused(
+                f"explicit model load / unload is not supported with --workers > 1 (refused {what}); models load"
+                " at start with --load-model"
+            )
         if self.repository.settings.control_mode != "explicit":
             raise ControlModeRefused(
                 f"explicit model load / unload is not allowed unless --model-control-mode=explicit (refused {what})"
@@ -149,11 +160,16 @@ class DataPlane:
 
     def statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
         versions = [self.repository.get(name, version)] if name else self.repository.loaded_versions()
-        return {"model_stats": [self._stats(v) for v in versions]}
+        totals = self._combined()
+        return {"model_stats": [self._stats(v, totals.get(v.key, v.stats)) for v in versions]}
+
+    def _combined(self) -> dict[Key, ModelStats]:
+        """Statistics per loaded version, every worker's added up."""
+        own = [(mv.key, mv.stats) for mv in self.repository.loaded_versions()]
+        return dict(own) if self.workers is None else combined(own, self.workers.others())
 
     @staticmethod
-    def _stats(mv: ModelVersion) -> dict[str, Any]:
-        s = mv.stats
+    def _stats(mv: ModelVersion, s: ModelStats) -> dict[str, Any]:
 
         def duration(d: Any) -> dict[str, int]:
             return {"count": d.count, "ns": d.ns}
@@ -186,6 +202,9 @@ class DataPlane:
         }
 
     def stats_series(self) -> list[tuple[tuple[str, str], ModelStats]]:
+        return list(self._combined().items())
+
+    def own_stats_series(self) -> list[tuple[tuple[str, str], ModelStats]]:
         return [(mv.key, mv.stats) for mv in self.repository.loaded_versions()]
 
     # --- inference ---

@@ -47,7 +47,7 @@ class ServingProcess:
             f"--model-repository={self.repository}",
             "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
             f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
-            "--intra-op-threads=1",
+            "--intra-op-threads=1", "--workers=1",
             *self.args,
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})

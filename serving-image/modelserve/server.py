@@ -15,6 +15,7 @@ import logging
 import math
 import resource
 import signal
+import socket
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ from modelserve.rest import MetricsApp, RestApp
 from modelserve.restrictions import Restrictions
 from modelserve.shutdown import Listeners, shut_down
 from modelserve.tls import TlsFiles
+from modelserve.workerstate import WorkerState
 
 log = logging.getLogger("modelserve")
 
@@ -108,6 +110,16 @@ def _http_server(
     return _EmbeddedUvicorn(config)
 
 
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening address several worker processes share (SO_REUSEPORT: the kernel spreads connections)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
 async def _wait_started(server: _EmbeddedUvicorn, task: asyncio.Task[None], what: str) -> None:
     while not server.started:
         if task.done():
@@ -121,6 +133,7 @@ async def serve(options: ServerOptions, settings: RepositorySettings, faults: Fa
     repository.scan()  # fail fast on a missing repository
     cache = ResponseCache(options.response_cache_bytes) if options.response_cache_bytes > 0 else None
     dataplane = DataPlane(repository, faults, cache)
+    workers = dataplane.workers = WorkerState.from_env()  # one of --workers N processes
     if faults.active:
         log.warning("fault injection is ON: failure ratio %s, latency %s ms", faults.failure_ratio, faults.latency_ms)
 
@@ -152,8 +165,11 @@ async def serve(options: ServerOptions, settings: RepositorySettings, faults: Fa
         )
 
     grpc_server = new_grpc()
-    http_task = asyncio.create_task(http.serve())
-    metrics_task = asyncio.create_task(metrics.serve())
+    shared = workers is not None
+    http_sockets = [reuse_port_socket(options.http_address, options.http_port)] if shared else None
+    metrics_sockets = [reuse_port_socket(options.http_address, options.metrics_port)] if shared else None
+    http_task = asyncio.create_task(http.serve(sockets=http_sockets))
+    metrics_task = asyncio.create_task(metrics.serve(sockets=metrics_sockets))
     await grpc_server.start()
     await _wait_started(http, http_task, "HTTP")
     await _wait_started(metrics, metrics_task, "metrics")
@@ -161,11 +177,20 @@ async def serve(options: ServerOptions, settings: RepositorySettings, faults: Fa
 
     await repository.load_startup_models()
     dataplane.started = True
-    log.info("server is %s", "ready" if dataplane.ready() else "up but not ready (a model failed to load)")
+    log.info("server is %s", "ready" if dataplane.ready_here() else "up but not ready (a model failed to load)")
+    flusher = None
+    if workers is not None:
+        workers.set_ready(dataplane.ready_here())
+        flusher = asyncio.create_task(workers.flush_forever(dataplane.own_stats_series))
 
     await stop.wait()
+    if workers is not None:
+        workers.set_ready(False)  # every worker reports not ready from now on
     listeners = Listeners(rest_app, http, http_task, metrics, metrics_task, grpc_server, new_grpc)
     await shut_down(dataplane, listeners, options.shutdown_delay_secs, options.exit_timeout_secs, hurry)
+    if workers is not None and flusher is not None:
+        flusher.cancel()
+        workers.flush(dataplane.own_stats_series())
     await repository.close()
     log.info("stopped")
     return 0
