@@ -131,6 +131,16 @@ def _resources(spec: api.ModelDeploymentSpec) -> dict[str, dict[str, str]]:
     return {"requests": requests, "limits": limits}
 
 
+def _workers(spec: api.ModelDeploymentSpec) -> int:
+    """modelserve processes per pod: one per whole core the container requests, at least one."""
+    cpu = spec.resources.requests.cpu
+    if cpu is None:
+        return 1
+    text = str(cpu)
+    cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    return max(1, int(cores))
+
+
 def _server_command(spec: api.ModelDeploymentSpec) -> list[str]:
     rt = spec.runtime
     command = [
@@ -147,6 +157,7 @@ def _server_command(spec: api.ModelDeploymentSpec) -> list[str]:
         f"--quantization={rt.quantization}",
         f"--quantization-tolerance={rt.quantization_tolerance}",
         f"--intra-op-threads={rt.intra_op_threads}",
+        f"--workers={_workers(spec)}",
         f"--cache-dir={CACHE_ROOT}",
         *hardening.shutdown_flags(spec),
         "--log-format=json",
