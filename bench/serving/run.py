@@ -1,5 +1,7 @@
 """Serving benchmark: in-process ONNX Runtime, the naive server, and modelserve (HTTP JSON,
-HTTP binary, gRPC) on the MLP and the CNN, at concurrency 1 and 16, in interleaved rounds.
+HTTP binary, gRPC) on the MLP and the CNN, at concurrency 1 and 16, in interleaved rounds;
+plus, at concurrency 16, modelserve with `--workers 2` (HTTP JSON, gRPC) and with the response
+cache on (`--cache-config`, the CNN's config enabling it: every request after the first hits).
 
     python -m bench.serving.run [--rounds 3] [--duration 5] [--out bench/results/serving.json]
 
@@ -15,6 +17,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,7 +47,7 @@ MODELSERVE_ARGS = os.environ.get(
 @dataclass
 class Cell:
     model: str
-    target: str  # naive | modelserve-http-json | modelserve-http-binary | modelserve-grpc
+    target: str  # naive | modelserve[-w2|-cached]-(http-json|http-binary|grpc)
     concurrency: int
     rps: list[float] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
@@ -150,7 +153,7 @@ async def drive(target: str, address: str, model: str, body: bytes, headers: dic
 
     start = time.perf_counter()
     stop_at = start + warmup + seconds
-    if target == "modelserve-grpc":
+    if target.endswith("-grpc"):
         async with grpc.aio.insecure_channel(address) as channel:
             call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
             tasks = [asyncio.create_task(_grpc_worker(call, body, stop_at, record)) for _ in range(concurrency)]
@@ -174,19 +177,25 @@ async def drive(target: str, address: str, model: str, body: bytes, headers: dic
 
 
 class Sampler:
-    """Server CPU seconds and peak RSS over one measurement."""
+    """Server CPU seconds and peak RSS (per process: the largest worker's) over one measurement."""
 
     def __init__(self, pid: int) -> None:
         self.process = psutil.Process(pid)
-        self.peak_rss = self.process.memory_info().rss
+        self.peak_rss = self._rss()
+
+    def _processes(self) -> list[psutil.Process]:
+        children = self.process.children()
+        return children or [self.process]  # --workers: the workers, not the supervisor
+
+    def _rss(self) -> int:
+        return max(p.memory_info().rss for p in self._processes())
 
     def cpu(self) -> float:
-        times = self.process.cpu_times()
-        return times.user + times.system
+        return sum(sum(p.cpu_times()[:2]) for p in self._processes())
 
     async def watch(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+            self.peak_rss = max(self.peak_rss, self._rss())
             await asyncio.sleep(0.2)
 
 
@@ -209,22 +218,24 @@ def start_naive(repo: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 async def measure(cells: dict[str, Cell], repo: Path, rounds: int, seconds: float, warmup: float) -> dict[str, float]:
     naive, naive_address = start_naive(repo)
-    server = ServingProcess(repo, args=MODELSERVE_ARGS).start()
-    addresses = {
-        "naive": naive_address,
-        "modelserve-http-json": server.http_url,
-        "modelserve-http-binary": server.http_url,
-        "modelserve-grpc": server.grpc_url,
+    servers = {
+        "modelserve": ServingProcess(repo, args=MODELSERVE_ARGS).start(),
+        "modelserve-w2": ServingProcess(repo, args=[*MODELSERVE_ARGS, "--workers=2"]).start(),
+        "modelserve-cached": ServingProcess(cached_repository(repo), args=[*MODELSERVE_ARGS, *CACHE_ARGS]).start(),
     }
-    samplers = {"naive": Sampler(naive.pid), "modelserve": Sampler(server.process.pid)}
+    addresses = {"naive": naive_address}
+    for name, server in servers.items():
+        addresses |= {f"{name}-http-json": server.http_url, f"{name}-http-binary": server.http_url}
+        addresses[f"{name}-grpc"] = server.grpc_url
+    samplers = {"naive": Sampler(naive.pid)} | {name: Sampler(s.process.pid) for name, s in servers.items()}
     idle_rss = {name: s.peak_rss for name, s in samplers.items()}
     bodies = {model: request_bodies(model) for model in MODELS}
     try:
         for round_index in range(rounds):
             for cell in cells.values():
                 address = addresses[cell.target]
-                sampler = samplers["naive" if cell.target == "naive" else "modelserve"]
-                body, headers = bodies[cell.model][cell.target]
+                sampler = samplers[server_of(cell.target)]
+                body, headers = bodies[cell.model][transport(cell.target)]
                 stop = asyncio.Event()
                 watcher = asyncio.create_task(sampler.watch(stop))
                 cpu_before, wall_before = sampler.cpu(), time.perf_counter()
@@ -243,13 +254,41 @@ async def measure(cells: dict[str, Cell], repo: Path, rounds: int, seconds: floa
     finally:
         naive.terminate()
         naive.wait(10)
-        server.stop()
+        for server in servers.values():
+            server.stop()
     return {
         "naive_idle_rss_mib": idle_rss["naive"] / 2**20,
         "modelserve_idle_rss_mib": idle_rss["modelserve"] / 2**20,
         "naive_peak_rss_mib": samplers["naive"].peak_rss / 2**20,
         "modelserve_peak_rss_mib": samplers["modelserve"].peak_rss / 2**20,
+        "workers_idle_rss_mib_per_worker": idle_rss["modelserve-w2"] / 2**20,
+        "workers_peak_rss_mib_per_worker": samplers["modelserve-w2"].peak_rss / 2**20,
     }
+
+
+CACHE_ARGS = ["--cache-config=local,size=67108864"]
+
+
+def cached_repository(repo: Path) -> Path:
+    """A copy of the repository whose models enable Triton's response cache."""
+    cached = repo.parent / "cached"
+    shutil.copytree(repo, cached)
+    for model in MODELS:
+        (cached / model / "config.pbtxt").write_text("response_cache { enable: true }\n")
+    return cached
+
+
+def server_of(target: str) -> str:
+    for suffix in ("-http-json", "-http-binary", "-grpc"):
+        target = target.removesuffix(suffix)
+    return target
+
+
+def transport(target: str) -> str:
+    """The request body a target sends: modelserve-w2-grpc sends what modelserve-grpc does."""
+    for variant in ("-w2", "-cached"):
+        target = target.replace(variant, "")
+    return target
 
 
 def pct(values: list[float], q: float) -> float:
@@ -300,6 +339,17 @@ def report(cells: dict[str, Cell], ceiling_rows: list[dict], memory: dict[str, f
             lines.append(f"- {model}, concurrency 16, {transport} vs HTTP JSON: {gain:.2f}x (goal > 1x)")
         latency = p50(model, "modelserve-http-json") / p50(model, "naive")
         lines.append(f"- {model}, concurrency 1, p50 HTTP JSON vs naive: {latency:.2f}x (goal <= 1.2x)")
+    workers = rps("mlp", "modelserve-w2-http-json", 16) / rps("mlp", "modelserve-http-json", 16)
+    lines.append(f"- mlp, concurrency 16, HTTP JSON, 2 workers vs 1: {workers:.2f}x (goal >= 1.4x)")
+    for model in MODELS:
+        gain = rps(model, "modelserve-w2-grpc", 16) / rps(model, "modelserve-w2-http-json", 16)
+        lines.append(f"- {model}, concurrency 16, 2 workers, grpc vs HTTP JSON: {gain:.2f}x")
+    cached = rps("cnn", "modelserve-cached-http-binary", 16) / rps("cnn", "modelserve-http-binary", 16)
+    lines.append(f"- cnn, concurrency 16, HTTP binary, cache hits vs no cache: {cached:.2f}x (goal >= 3x)")
+    lines.append(
+        f"- memory per worker (2 workers, largest worker): {memory['workers_idle_rss_mib_per_worker']:.0f} MiB"
+        f" idle, {memory['workers_peak_rss_mib_per_worker']:.0f} MiB peak"
+    )
     lines.append(
         f"- resident memory with both models loaded: modelserve {memory['modelserve_idle_rss_mib']:.0f} MiB idle, "
         f"{memory['modelserve_peak_rss_mib']:.0f} MiB peak (goal < 200 MiB); naive server "
@@ -326,6 +376,15 @@ def main() -> None:
             for c in [
                 Cell(model, t, conc)
                 for t in ("naive", "modelserve-http-json", "modelserve-http-binary", "modelserve-grpc")
+            ]
+            if args.only in c.key
+        } | {
+            c.key: c
+            for model in MODELS
+            for c in [
+                Cell(model, "modelserve-w2-http-json", 16),
+                Cell(model, "modelserve-w2-grpc", 16),
+                Cell(model, "modelserve-cached-http-binary", 16),
             ]
             if args.only in c.key
         }
