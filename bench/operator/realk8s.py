@@ -1,0 +1,233 @@
+"""Operator benchmark on the real control plane (shared/realk8s): 1000 ModelDeployments.
+
+    python -m bench.operator.realk8s [--count 1000] [--idle-seconds 60] [--kubeconfig PATH]
+
+Without --kubeconfig it starts its own shared/realk8s cluster (APISERVER_PORT 31443, ETCD_PORT
+28790) and fake kubelet, and stops both at the end. The operator runs as `modeldeploy run`
+with its defaults (resync every 60 s) in its own process. Measured:
+
+- children and status: seconds from the first create until every ModelDeployment has its
+  Deployment and Service and a status with observedGeneration and a Ready condition;
+- Ready after pods: the latest ModelDeployment Ready transition minus the latest pod Ready
+  transition (both lastTransitionTime, whole seconds), and the polled time between "every pod
+  Ready" and "every ModelDeployment Ready" (1 s polls);
+- peak RSS of the operator process (sampled every 200 ms);
+- idle API requests per second: the API server's apiserver_request_total over --idle-seconds
+  with nothing changing, with the operator running minus the same window after it stopped
+  (the controller-manager, the fake kubelet and the benchmark's own reads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+from kubernetes import client, config
+
+ROOT = Path(__file__).parents[2]
+REALK8S = ROOT.parent / "shared" / "realk8s"
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
+NAMESPACES = 10
+MANAGED = "app.kubernetes.io/managed-by=modeldeploy-operator"
+
+
+class Api:
+    def __init__(self, kubeconfig: str) -> None:
+        configuration = client.Configuration()
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        self.api = client.ApiClient(configuration)
+
+    def raw(self, path: str, query: list[tuple[str, str]] | None = None) -> bytes:
+        request = self.api.param_serialize(method="GET", resource_path=path, query_params=query or [],
+                                           header_params={"Accept": "application/json, */*"},
+                                           auth_settings=["BearerToken"])  # fmt: skip
+        response = self.api.call_api(*request, _request_timeout=60)
+        return response.read()
+
+    def items(self, path: str, selector: str | None = None) -> list[dict[str, Any]]:
+        """The objects at `path` in the benchmark's namespaces."""
+        query = [("labelSelector", selector)] if selector else []
+        found = json.loads(self.raw(path, query)).get("items") or []
+        return [o for o in found if o["metadata"].get("namespace", "").startswith("bench-")]
+
+    def requests_total(self) -> float:
+        total = 0.0
+        for line in self.raw("/metrics").decode().splitlines():
+            if line.startswith("apiserver_request_total{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+def kubectl(kubeconfig: str, *args: str, input: str | None = None) -> str:
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    result = subprocess.run([KUBECTL, *args], input=input, capture_output=True, text=True, env=env, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr}")
+    return result.stdout
+
+
+def body(name: str) -> dict[str, Any]:
+    return {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+            "spec": {"model": {"name": "m", "storageUri": "s3://bucket/m"}, "replicas": 1}}  # fmt: skip
+
+
+def has_status(md: dict[str, Any]) -> bool:
+    status = md.get("status") or {}
+    types = {c["type"] for c in status.get("conditions", [])}
+    return status.get("observedGeneration") == md["metadata"].get("generation") and "Ready" in types
+
+
+def is_ready(md: dict[str, Any]) -> bool:
+    conditions = (md.get("status") or {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def ready_since(obj: dict[str, Any]) -> str:
+    conditions = (obj.get("status") or {}).get("conditions", [])
+    return next((c.get("lastTransitionTime") or "" for c in conditions if c["type"] == "Ready"), "")
+
+
+def seconds(rfc3339: str) -> float:
+    return datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def run(kubeconfig: str, count: int, idle_seconds: float, timeout: float) -> dict[str, Any]:
+    api = Api(kubeconfig)
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/modeldeployments.modeldeploy.io")  # fmt: skip
+    namespaces = [f"bench-{i}" for i in range(NAMESPACES)]
+    kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(
+        [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in namespaces]))  # fmt: skip
+    operator = subprocess.Popen(
+        [sys.executable, "-m", "modeldeploy.cli", "run", "--metrics-port=0", "--liveness="],
+        env={**os.environ, "KUBECONFIG": kubeconfig}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    process = psutil.Process(operator.pid)
+    peak = [0]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            try:
+                peak[0] = max(peak[0], process.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    result: dict[str, Any] = {"count": count}
+    try:
+        time.sleep(3)
+        result["idle_rss_mib"] = round(process.memory_info().rss / 2**20, 1)
+        per_ns = {ns: [body(f"md-{i}") for i in range(count) if i % NAMESPACES == n] for n, ns in enumerate(namespaces)}
+        started = time.monotonic()
+        creators = [
+            subprocess.Popen([KUBECTL, "apply", "--server-side", "-n", ns, "-f", "-"], stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, env={**os.environ, "KUBECONFIG": kubeconfig}, text=True)
+            for ns in per_ns
+        ]  # fmt: skip
+        for creator, ns in zip(creators, per_ns, strict=True):
+            assert creator.stdin is not None
+            creator.stdin.write(yaml.safe_dump_all(per_ns[ns]))
+            creator.stdin.close()
+        for creator in creators:
+            creator.wait()
+        result["created_s"] = round(time.monotonic() - started, 1)
+        children_at = pods_at = ready_at = None
+        while time.monotonic() - started < timeout and ready_at is None:
+            now = time.monotonic() - started
+            mds = api.items("/apis/modeldeploy.io/v1alpha1/modeldeployments")
+            if children_at is None:
+                deployments = {(d["metadata"]["namespace"], d["metadata"]["name"])
+                               for d in api.items("/apis/apps/v1/deployments", MANAGED)}  # fmt: skip
+                services = {(s["metadata"]["namespace"], s["metadata"]["name"])
+                            for s in api.items("/api/v1/services", MANAGED)}  # fmt: skip
+                keys = {(m["metadata"]["namespace"], m["metadata"]["name"]) for m in mds if has_status(m)}
+                if len(mds) == count and len(keys & deployments & services) == count:
+                    children_at = now
+            if pods_at is None:
+                ready_deployments = [d for d in api.items("/apis/apps/v1/deployments", MANAGED)
+                                     if (d.get("status") or {}).get("readyReplicas") == 1]  # fmt: skip
+                if len(ready_deployments) == count:
+                    pods_at = now
+            if len(mds) == count and all(is_ready(m) for m in mds):
+                ready_at = now
+            time.sleep(1)
+        result["children_and_status_s"] = round(children_at, 1) if children_at is not None else None
+        result["all_pods_ready_s"] = round(pods_at, 1) if pods_at is not None else None
+        result["all_ready_s"] = round(ready_at, 1) if ready_at is not None else None
+        if pods_at is not None and ready_at is not None:
+            result["ready_after_pods_polled_s"] = round(max(0.0, ready_at - pods_at), 1)
+        pods = api.items("/api/v1/pods")
+        mds = api.items("/apis/modeldeploy.io/v1alpha1/modeldeployments")
+        last_pod = max((seconds(ready_since(p)) for p in pods if ready_since(p)), default=0.0)
+        last_md = max((seconds(ready_since(m)) for m in mds if ready_since(m) and is_ready(m)), default=0.0)
+        result["ready_after_last_pod_s"] = round(last_md - last_pod, 1)
+        result["peak_rss_busy_mib"] = round(peak[0] / 2**20, 1)
+        # Idle: nothing changes; the operator's resync re-applies every ModelDeployment each 60 s.
+        time.sleep(10)
+        before = api.requests_total()
+        time.sleep(idle_seconds)
+        with_operator = (api.requests_total() - before) / idle_seconds
+        result["peak_rss_mib"] = round(peak[0] / 2**20, 1)
+        result["operator_cpu_s"] = round(sum(process.cpu_times()[:2]), 1)
+    finally:
+        sampling.set()
+        operator.terminate()
+        operator.wait(30)
+    time.sleep(5)
+    before = api.requests_total()
+    time.sleep(idle_seconds / 2)
+    without = (api.requests_total() - before) / (idle_seconds / 2)
+    result["idle_requests_per_s_total"] = round(with_operator, 1)
+    result["idle_requests_per_s_without_operator"] = round(without, 1)
+    result["idle_requests_per_s_operator"] = round(with_operator - without, 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=400.0)
+    parser.add_argument("--kubeconfig", help="an existing realk8s cluster with its fake kubelet")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/operator-realk8s.json"))
+    args = parser.parse_args()
+    if args.kubeconfig:
+        result = run(args.kubeconfig, args.count, args.idle_seconds, args.timeout)
+    else:
+        env = {**os.environ, "APISERVER_PORT": "31443", "ETCD_PORT": "28790"}
+        state = subprocess.run([str(REALK8S / "start-cluster.sh")], env=env, capture_output=True, text=True,
+                               check=True).stdout.strip()  # fmt: skip
+        kubeconfig = str(Path(state) / "kubeconfig")
+        with tempfile.TemporaryFile() as log:
+            kubelet_env = {**os.environ, "KUBECONFIG": kubeconfig}
+            kubelet = subprocess.Popen([sys.executable, str(REALK8S / "fake-kubelet.py")], env=kubelet_env,
+                                       stdout=log, stderr=log)  # fmt: skip
+            try:
+                result = run(kubeconfig, args.count, args.idle_seconds, args.timeout)
+            finally:
+                kubelet.terminate()
+                kubelet.wait(30)
+                subprocess.run([str(REALK8S / "stop-cluster.sh"), state], env={**os.environ, "REMOVE_STATE": "1"},
+                               capture_output=True)  # fmt: skip
+    print(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
