@@ -88,6 +88,23 @@ LabelMap = Annotated[
 ]
 
 
+_QUANTITY_SUFFIXES = {
+    "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
+}  # fmt: skip
+
+
+def quantity_value(text: str) -> float:
+    """The number a Kubernetes quantity stands for: `500m` is 0.5, `2Gi` is 2147483648, `1e3` is 1000."""
+    match = re.fullmatch(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?", text)
+    if match is None:
+        raise ValueError(f"invalid quantity {text!r}: use e.g. 500m, 2, 512Mi")
+    number, suffix = match[1], match[2] or ""
+    if suffix in _QUANTITY_SUFFIXES:
+        return float(number) * _QUANTITY_SUFFIXES[suffix]
+    return float(number + suffix)  # a decimal exponent
+
+
 def duration_seconds(value: str) -> float:
     """Seconds in a Kubernetes-style duration string such as `1m30s` or `500ms`."""
     if not re.fullmatch(DURATION_PATTERN, value):

@@ -17,8 +17,6 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import kopf
-
 from modeldeploy import analysis, api, history, render, rollout, status
 from modeldeploy.kube import KubeClient, ObjectRef
 from modeldeploy.memory import Entry, Memory
@@ -205,7 +203,6 @@ def _reconcile_locked(
 
     # 2. Apply what the decision needs; prune what it does not (a rolled-back canary at once).
     objects = render.render(md, settings.render, plan)
-    kopf.adopt(objects, owner=body)
     results: dict[ObjectRef, dict[str, Any]] = {}
     for obj in objects:
         ref = ObjectRef.of(obj)

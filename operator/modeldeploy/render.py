@@ -131,14 +131,15 @@ def _resources(spec: api.ModelDeploymentSpec) -> dict[str, dict[str, str]]:
     return {"requests": requests, "limits": limits}
 
 
+MAX_WORKERS = 64  # a CPU request of thousands of cores is a typo, not thousands of processes
+
+
 def _workers(spec: api.ModelDeploymentSpec) -> int:
     """modelserve processes per pod: one per whole core the container requests, at least one."""
     cpu = spec.resources.requests.cpu
     if cpu is None:
         return 1
-    text = str(cpu)
-    cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
-    return max(1, int(cores))
+    return max(1, min(MAX_WORKERS, int(api.quantity_value(cpu))))
 
 
 def _server_command(spec: api.ModelDeploymentSpec) -> list[str]:
@@ -499,7 +500,31 @@ def render(
     if monitoring.wants_pod_monitor(spec):
         context = monitoring.build_pod_monitor_context(md, common_labels(md), {LABEL_DEPLOYMENT: md.metadata.name})
         objects.append(render_template("podmonitor.yaml.j2", context))
-    return objects
+    return [_owned(obj, md) for obj in objects]
+
+
+def owner_reference(md: api.ModelDeployment) -> dict[str, Any]:
+    """The controller reference every child carries: garbage collection and the child watch use it.
+
+    Rendered offline (no uid yet) it has no uid; the operator renders from the live object.
+    """
+    reference: dict[str, Any] = {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": md.metadata.name,
+        "uid": md.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    return {key: value for key, value in reference.items() if value is not None}
+
+
+def _owned(obj: dict[str, Any], md: api.ModelDeployment) -> dict[str, Any]:
+    """Owner reference, and the ModelDeployment's own labels under the operator's (which win)."""
+    metadata = obj["metadata"]
+    metadata["labels"] = {**md.metadata.labels, **metadata.get("labels", {})}
+    metadata["ownerReferences"] = [owner_reference(md)]
+    return obj
 
 
 def needs_disruption_budget(spec: api.ModelDeploymentSpec) -> bool:

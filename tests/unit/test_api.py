@@ -131,3 +131,17 @@ def test_wire_round_trip_is_stable() -> None:
     md = api.parse_model_deployment(yaml.safe_load(EXAMPLES[0].read_text()))
     again = api.parse_model_deployment(md.to_wire())
     assert again == md
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("500m", 0.5), ("2", 2.0), ("1.5", 1.5), ("512Mi", 512 * 2**20), ("1e3", 1000.0), ("2E", 2e18),
+     ("2Ei", 2 * 2.0**60), (".5", 0.5), ("1E-3", 0.001), ("+3k", 3000.0), ("100n", 1e-7)],
+)  # fmt: skip
+def test_quantity_value(text: str, value: float) -> None:
+    assert api.quantity_value(text) == pytest.approx(value)
+
+
+def test_quantity_value_names_a_bad_quantity() -> None:
+    with pytest.raises(ValueError, match="invalid quantity 'two'"):
+        api.quantity_value("two")

@@ -111,7 +111,12 @@ def test_network_policy_only_on_request_and_pruned_otherwise() -> None:
 def test_network_policy_defaults_to_the_namespace() -> None:
     (policy,) = network_policies(render.render(md(security={"networkPolicy": {}})))
     assert policy["apiVersion"] == "networking.k8s.io/v1"
-    assert policy["metadata"] == {"name": "fraud", "namespace": "ml", "labels": render.common_labels(md())}
+    assert policy["metadata"] == {
+        "name": "fraud",
+        "namespace": "ml",
+        "labels": render.common_labels(md()),
+        "ownerReferences": [render.owner_reference(md())],
+    }
     assert policy["spec"]["podSelector"] == {"matchLabels": {render.LABEL_DEPLOYMENT: "fraud"}}
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     serving, metrics = policy["spec"]["ingress"]

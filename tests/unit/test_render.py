@@ -20,14 +20,19 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 GOLDEN = ROOT / "tests" / "golden"
 
 
-def load(path: Path) -> api.ModelDeployment:
-    return api.parse_model_deployment(yaml.safe_load(path.read_text()))
+UID = "0b5e6f3a-6d2c-4d3e-9a57-1f0c2f4b8e11"  # as the API server gives it; offline renders have none
+
+
+def load(path: Path, uid: str | None = None) -> api.ModelDeployment:
+    body = yaml.safe_load(path.read_text())
+    if uid:
+        body["metadata"]["uid"] = uid
+    return api.parse_model_deployment(body)
 
 
 def md_from_spec(spec: dict[str, Any], name: str = "m1") -> api.ModelDeployment:
-    return api.parse_model_deployment(
-        {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name, "namespace": "ns"}, "spec": spec}
-    )
+    metadata = {"name": name, "namespace": "ns", "uid": UID}
+    return api.parse_model_deployment({"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": metadata, "spec": spec})
 
 
 def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -46,8 +51,20 @@ def test_examples_match_golden_files(path: Path) -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_examples_render_valid_kubernetes_objects(path: Path) -> None:
-    for obj in render.render(load(path)):
+    for obj in render.render(load(path, uid=UID)):
         assert_valid_kubernetes_object(obj)
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner["uid"] == UID and owner["controller"] is True
+
+
+def test_offline_render_has_owner_references_without_uid_and_keeps_the_owners_labels() -> None:
+    md = load(EXAMPLES[0])
+    md.metadata.labels["team"] = "fraud"
+    for obj in render.render(md):
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert "uid" not in owner and owner["name"] == md.metadata.name and owner["kind"] == api.KIND
+        assert obj["metadata"]["labels"]["team"] == "fraud"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "modeldeploy-operator"
 
 
 quantities = st.sampled_from(["100m", "1", "2", "512Mi", "1Gi", "1.5"])
