@@ -20,9 +20,11 @@ with its defaults (resync every 60 s) in its own process. Measured:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -68,6 +70,47 @@ class Api:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
+    def latencies(self) -> dict[str, list[float]]:
+        """apiserver_request_duration_seconds per "VERB resource": [sum, count] (watches left out)."""
+        found: dict[str, list[float]] = {}
+        for line in self.raw("/metrics").decode().splitlines():
+            for suffix, index in (("_sum{", 0), ("_count{", 1)):
+                if line.startswith("apiserver_request_duration_seconds" + suffix):
+                    labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                    if labels.get("verb") in ("WATCH", "CONNECT"):
+                        continue
+                    sub = f"/{labels['subresource']}" if labels.get("subresource") else ""
+                    key = f"{labels.get('verb')} {labels.get('resource')}{sub}"
+                    found.setdefault(key, [0.0, 0.0])[index] += float(line.rsplit(" ", 1)[1])
+        return found
+
+
+def latency_delta(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, Any]:
+    """Requests and mean server-side latency (ms) per "VERB resource" between two scrapes."""
+    rows = {}
+    for key, (total, count) in after.items():
+        sum0, count0 = before.get(key, [0.0, 0.0])
+        if count - count0 >= 10:
+            rows[key] = {"requests": int(count - count0), "mean_ms": round(1000 * (total - sum0) / (count - count0), 1)}
+    return dict(sorted(rows.items(), key=lambda kv: -kv[1]["requests"]))
+
+
+def cluster_processes(kubeconfig: str) -> dict[str, psutil.Process]:
+    """The cluster's own processes (their pid files sit beside the kubeconfig in its state dir)."""
+    found = {}
+    for pidfile in Path(kubeconfig).parent.glob("*.pid"):
+        with contextlib.suppress(ValueError, psutil.Error):
+            found[pidfile.stem] = psutil.Process(int(pidfile.read_text().strip()))
+    return found
+
+
+def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
+    times = {}
+    for name, process in processes.items():
+        with contextlib.suppress(psutil.Error):
+            times[name] = sum(process.cpu_times()[:2])
+    return times
+
 
 def kubectl(kubeconfig: str, *args: str, input: str | None = None) -> str:
     env = {**os.environ, "KUBECONFIG": kubeconfig}
@@ -102,7 +145,14 @@ def seconds(rfc3339: str) -> float:
     return datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
-def run(kubeconfig: str, count: int, idle_seconds: float, timeout: float) -> dict[str, Any]:
+def run(
+    kubeconfig: str,
+    count: int,
+    idle_seconds: float,
+    timeout: float,
+    profile: Path | None = None,
+    others: dict[str, psutil.Process] | None = None,
+) -> dict[str, Any]:
     api = Api(kubeconfig)
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
@@ -110,11 +160,19 @@ def run(kubeconfig: str, count: int, idle_seconds: float, timeout: float) -> dic
     namespaces = [f"bench-{i}" for i in range(NAMESPACES)]
     kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(
         [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in namespaces]))  # fmt: skip
+    command = [sys.executable, "-m", "modeldeploy.cli", "run", "--metrics-port=0", "--liveness="]
+    if profile is not None:  # py-spy samples every thread, waiting ones too (--idle): where the time goes
+        pyspy = str(Path(sys.executable).parent / "py-spy")
+        command = [pyspy, "record", "--idle", "--threads", "--rate", "20", "--format", "raw", "-o", str(profile),
+                   "--", *command]  # fmt: skip
     operator = subprocess.Popen(
-        [sys.executable, "-m", "modeldeploy.cli", "run", "--metrics-port=0", "--liveness="],
-        env={**os.environ, "KUBECONFIG": kubeconfig}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        command, env={**os.environ, "KUBECONFIG": kubeconfig}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    time.sleep(1)
     process = psutil.Process(operator.pid)
+    if profile is not None:
+        process = process.children()[0]
+    others = {**cluster_processes(kubeconfig), **(others or {})}
     peak = [0]
     sampling = threading.Event()
 
@@ -133,6 +191,7 @@ def run(kubeconfig: str, count: int, idle_seconds: float, timeout: float) -> dic
         time.sleep(3)
         result["idle_rss_mib"] = round(process.memory_info().rss / 2**20, 1)
         per_ns = {ns: [body(f"md-{i}") for i in range(count) if i % NAMESPACES == n] for n, ns in enumerate(namespaces)}
+        latencies_before, cpu_before = api.latencies(), cpu_seconds(others)
         started = time.monotonic()
         creators = [
             subprocess.Popen([KUBECTL, "apply", "--server-side", "-n", ns, "-f", "-"], stdin=subprocess.PIPE,
@@ -158,6 +217,7 @@ def run(kubeconfig: str, count: int, idle_seconds: float, timeout: float) -> dic
                 keys = {(m["metadata"]["namespace"], m["metadata"]["name"]) for m in mds if has_status(m)}
                 if len(mds) == count and len(keys & deployments & services) == count:
                     children_at = now
+                    result["apiserver_until_children"] = latency_delta(latencies_before, api.latencies())
             if pods_at is None:
                 ready_deployments = [d for d in api.items("/apis/apps/v1/deployments", MANAGED)
                                      if (d.get("status") or {}).get("readyReplicas") == 1]  # fmt: skip
@@ -177,16 +237,22 @@ def run(kubeconfig: str, count: int, idle_seconds: float, timeout: float) -> dic
         last_md = max((seconds(ready_since(m)) for m in mds if ready_since(m) and is_ready(m)), default=0.0)
         result["ready_after_last_pod_s"] = round(last_md - last_pod, 1)
         result["peak_rss_busy_mib"] = round(peak[0] / 2**20, 1)
+        result["operator_cpu_busy_s"] = round(sum(process.cpu_times()[:2]), 1)
+        cpu_after = cpu_seconds(others)
+        result["others_cpu_busy_s"] = {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_after.items()}
+        result["busy_wall_s"] = round(time.monotonic() - started, 1)
+        latencies_before = api.latencies()
         # Idle: nothing changes; the operator's resync re-applies every ModelDeployment each 60 s.
         time.sleep(10)
         before = api.requests_total()
         time.sleep(idle_seconds)
         with_operator = (api.requests_total() - before) / idle_seconds
+        result["apiserver_idle"] = latency_delta(latencies_before, api.latencies())
         result["peak_rss_mib"] = round(peak[0] / 2**20, 1)
         result["operator_cpu_s"] = round(sum(process.cpu_times()[:2]), 1)
     finally:
         sampling.set()
-        operator.terminate()
+        process.terminate()
         operator.wait(30)
     time.sleep(5)
     before = api.requests_total()
@@ -205,9 +271,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=400.0)
     parser.add_argument("--kubeconfig", help="an existing realk8s cluster with its fake kubelet")
     parser.add_argument("--out", type=Path, default=Path("bench/results/operator-realk8s.json"))
+    parser.add_argument("--profile", type=Path, help="record the operator with py-spy (raw stacks) into this file")
     args = parser.parse_args()
     if args.kubeconfig:
-        result = run(args.kubeconfig, args.count, args.idle_seconds, args.timeout)
+        result = run(args.kubeconfig, args.count, args.idle_seconds, args.timeout, args.profile)
     else:
         env = {**os.environ, "APISERVER_PORT": "31443", "ETCD_PORT": "28790"}
         state = subprocess.run([str(REALK8S / "start-cluster.sh")], env=env, capture_output=True, text=True,
@@ -218,7 +285,8 @@ def main() -> None:
             kubelet = subprocess.Popen([sys.executable, str(REALK8S / "fake-kubelet.py")], env=kubelet_env,
                                        stdout=log, stderr=log)  # fmt: skip
             try:
-                result = run(kubeconfig, args.count, args.idle_seconds, args.timeout)
+                result = run(kubeconfig, args.count, args.idle_seconds, args.timeout, args.profile,
+                             {"fake-kubelet": psutil.Process(kubelet.pid)})  # fmt: skip
             finally:
                 kubelet.terminate()
                 kubelet.wait(30)
