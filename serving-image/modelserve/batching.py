@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from modelserve.contract import DEFAULT_MAX_QUEUE_SIZE
 from modelserve.errors import InferenceFailed, ServeError, Unavailable
 
 RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -61,7 +62,7 @@ class DynamicBatcher:
         max_batch_size: int,
         preferred_batch_sizes: tuple[int, ...] = (),
         max_queue_delay_us: int = 0,
-        max_queue_size: int = 1024,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
         instances: int = 1,
         on_batch: Callable[[int, BatchTiming], None] | None = None,
     ) -> None:

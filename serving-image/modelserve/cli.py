@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from modelserve import contract
+
 log = logging.getLogger("modelserve")
 
 
@@ -35,10 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model-repository", "--model-store", required=True, type=Path, help="model repository path")
     p.add_argument("--http-address", default="0.0.0.0", help="HTTP bind address")
-    p.add_argument("--http-port", type=int, default=8000, help="HTTP port (KServe V2 REST)")
+    p.add_argument("--http-port", type=int, default=contract.HTTP_PORT, help="HTTP port (KServe V2 REST)")
     p.add_argument("--grpc-address", default="0.0.0.0", help="gRPC bind address")
-    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (inference.GRPCInferenceService)")
-    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (/metrics)")
+    p.add_argument(
+        "--grpc-port", type=int, default=contract.GRPC_PORT, help="gRPC port (inference.GRPCInferenceService)"
+    )
+    p.add_argument("--metrics-port", type=int, default=contract.METRICS_PORT, help="Prometheus metrics port (/metrics)")
     p.add_argument(
         "--strict-model-config",
         type=_bool,
@@ -74,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"], default="text", help="log line format")
     p.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop", help="asyncio event loop")
     p.add_argument(
-        "--http-max-body-bytes", type=int, default=64 * 1024 * 1024, help="largest HTTP body and gRPC message accepted"
+        "--http-max-body-bytes",
+        type=int,
+        default=contract.DEFAULT_MAX_BODY_BYTES,
+        help="largest HTTP body and gRPC message accepted",
     )
     p.add_argument("--http-max-header-bytes", type=int, default=64 * 1024, help="largest HTTP request head (431 above)")
     p.add_argument("--http-max-headers", type=int, default=100, help="most HTTP header fields (431 above)")

@@ -13,14 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelserve import config as cfg
-from modelserve import optimize, repopaths, runtime
+from modelserve import contract, optimize, repopaths, runtime
 from modelserve.batching import BatchTiming, DynamicBatcher
 from modelserve.errors import InvalidArgument, ModelLoadError, NotFound, ServeError, Unavailable, clip
 from modelserve.metrics import ModelStats
 
 log = logging.getLogger(__name__)
-
-DEFAULT_QUEUE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -145,7 +143,9 @@ class Repository:
     def _batcher(self, config: cfg.ModelConfig, model: runtime.OnnxModel, stats: ModelStats) -> DynamicBatcher:
         batching = config.dynamic_batching
         queue_size = (
-            batching.default_queue_policy.max_queue_size or self.settings.overrides.max_queue_size or DEFAULT_QUEUE_SIZE
+            batching.default_queue_policy.max_queue_size
+            or self.settings.overrides.max_queue_size
+            or contract.DEFAULT_MAX_QUEUE_SIZE
         )
 
         def on_batch(size: int, timing: BatchTiming) -> None:

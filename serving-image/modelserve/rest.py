@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelserve import codecs, memory
+from modelserve import codecs, contract, memory
 from modelserve import config as cfg
 from modelserve.auth import TokenAuth
 from modelserve.bodies import parse_length, read_body
@@ -83,7 +83,7 @@ class RestApp:
     def __init__(
         self,
         dataplane: DataPlane,
-        max_body_bytes: int = 64 * 1024 * 1024,
+        max_body_bytes: int = contract.DEFAULT_MAX_BODY_BYTES,
         restrictions: Restrictions | None = None,
         auth: TokenAuth | None = None,
         body_timeout_secs: float = math.inf,

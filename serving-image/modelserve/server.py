@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import grpc
 import uvicorn
 
+from modelserve import contract, httplimits
 from modelserve import grpc as grpc_api
-from modelserve import httplimits
 from modelserve.auth import TokenAuth
 from modelserve.cache import ResponseCache
 from modelserve.dataplane import DataPlane
@@ -43,13 +43,13 @@ DESCRIPTOR_RESERVE = 256  # descriptors kept for models, files, gRPC and metrics
 @dataclass(frozen=True)
 class ServerOptions:
     http_address: str = "0.0.0.0"
-    http_port: int = 8000
+    http_port: int = contract.HTTP_PORT
     grpc_address: str = "0.0.0.0"
-    grpc_port: int = 8001
-    metrics_port: int = 8002
+    grpc_port: int = contract.GRPC_PORT
+    metrics_port: int = contract.METRICS_PORT
     exit_timeout_secs: float = 30.0
     shutdown_delay_secs: float = 0.0
-    max_body_bytes: int = 64 * 1024 * 1024
+    max_body_bytes: int = contract.DEFAULT_MAX_BODY_BYTES
     max_head_bytes: int = httplimits.DEFAULT_MAX_HEAD_BYTES
     max_headers: int = httplimits.DEFAULT_MAX_HEADERS
     head_timeout_secs: float = httplimits.DEFAULT_HEAD_TIMEOUT
