@@ -240,13 +240,22 @@ class GpuSpec(ApiModel):
 
 
 class AutoscalingSpec(ApiModel):
-    """A HorizontalPodAutoscaler for the serving pods."""
+    """Autoscaling of the serving pods: a HorizontalPodAutoscaler, or a KEDA ScaledObject."""
 
     model_config = ConfigDict(
-        json_schema_extra=cel.schema_extra(cel.AUTOSCALING_MIN_LE_MAX, cel.AUTOSCALING_HAS_TARGET)
+        json_schema_extra=cel.schema_extra(
+            cel.AUTOSCALING_MIN_LE_MAX, cel.AUTOSCALING_HAS_TARGET, cel.AUTOSCALING_ZERO_NEEDS_KEDA
+        )
     )
 
-    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas.")
+    engine: Literal["HPA", "KEDA"] = Field(
+        default="HPA",
+        description=(
+            "HPA: a HorizontalPodAutoscaler (custom metrics through prometheus-adapter). KEDA: a KEDA"
+            " ScaledObject reading Prometheus directly, which can scale to zero (minReplicas: 0)."
+        ),
+    )
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest replicas; 0 only with engine KEDA.")
     max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
     target_cpu_utilization: int | None = Field(
         default=None, ge=1, le=1000, alias="targetCPUUtilization", description="Average CPU, % of request."
@@ -284,6 +293,9 @@ class AutoscalingSpec(ApiModel):
         )
         if all(t is None for t in targets):
             raise ValueError(cel.AUTOSCALING_HAS_TARGET.message)
+        wakes_from_zero = self.target_inference_rate is not None or self.target_queue_time_ms is not None
+        if self.min_replicas == 0 and not (self.engine == "KEDA" and wakes_from_zero):
+            raise ValueError(f"minReplicas: {cel.AUTOSCALING_ZERO_NEEDS_KEDA.message}")
         return self
 
 

@@ -56,6 +56,17 @@ AUTOSCALING_HAS_TARGET = CelRule(
     ),
     reason="FieldValueRequired",
 )
+AUTOSCALING_ZERO_NEEDS_KEDA = CelRule(
+    rule=(
+        "!has(self.minReplicas) || self.minReplicas > 0 || (has(self.engine) && self.engine == 'KEDA'"
+        " && (has(self.targetInferenceRate) || has(self.targetQueueTimeMs)))"
+    ),
+    message=(
+        "minReplicas 0 (scale to zero) needs engine KEDA and targetInferenceRate or targetQueueTimeMs:"
+        " CPU and memory cannot wake a model that has no pods"
+    ),
+    field_path=".minReplicas",
+)
 STEPS_INCREASING = CelRule(
     rule=(f"!has(self.steps) || {_INDICES}.all(i, i >= size(self.steps) - 1 || self.steps[i] < self.steps[i + 1])"),
     message="steps must be strictly increasing canary weights",

@@ -47,6 +47,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "GRPCRoute": ("gateway.networking.k8s.io/v1", "grpcroutes"),
     "PodMonitor": ("monitoring.coreos.com/v1", "podmonitors"),
     "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"),
+    "ScaledObject": ("keda.sh/v1alpha1", "scaledobjects"),
     "ModelDeployment": (api.API_VERSION, api.PLURAL),
 }
 

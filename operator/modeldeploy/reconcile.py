@@ -71,6 +71,7 @@ def managed_refs(md: api.ModelDeployment) -> list[ObjectRef]:
         ObjectRef("HTTPRoute", ns, name),
         ObjectRef("GRPCRoute", ns, name),
         ObjectRef("HorizontalPodAutoscaler", ns, name),
+        ObjectRef("ScaledObject", ns, name),
         ObjectRef("PodDisruptionBudget", ns, name),
         ObjectRef("PodMonitor", ns, name),
         ObjectRef("NetworkPolicy", ns, name),

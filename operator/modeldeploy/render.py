@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import jinja2
 import yaml
 
-from modeldeploy import api, hardening, monitoring
+from modeldeploy import api, hardening, keda, monitoring
 from modeldeploy.storageapi import DEFAULT_VOLUME_SIZE_LIMIT
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 RUN_AS_USER = 1000
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 DEFAULT_SERVING_IMAGE = "modeldeploy/modelserve:0.1.0"
+DEFAULT_PROMETHEUS_URL = "http://prometheus-server.monitoring:9090"
 
 LABEL_DEPLOYMENT = "modeldeploy.io/deployment"
 LABEL_MODEL = "modeldeploy.io/model"
@@ -52,6 +53,7 @@ class RenderSettings:
     """Operator-wide values the spec may leave out."""
 
     serving_image: str = DEFAULT_SERVING_IMAGE
+    prometheus_url: str = DEFAULT_PROMETHEUS_URL  # KEDA's Prometheus triggers read the analysis' Prometheus
 
 
 @dataclass(frozen=True)
@@ -487,7 +489,12 @@ def render(
         for track in ("stable", "canary"):
             objects.append(render_template("service.yaml.j2", build_service_context(md, track)))
         objects.append(render_template("route.yaml.j2", build_route_context(md, spec.rollout.gateway, canary_weight)))
-    if spec.autoscaling is not None:
+    if spec.autoscaling is not None and spec.autoscaling.engine == "KEDA":
+        context = keda.build_scaled_object_context(
+            md, spec.autoscaling, common_labels(md), workload_name(md, "stable"), settings.prometheus_url
+        )
+        objects.append(render_template("scaledobject.yaml.j2", context))
+    elif spec.autoscaling is not None:
         objects.append(render_template("hpa.yaml.j2", build_hpa_context(md, spec.autoscaling)))
     if needs_disruption_budget(spec):
         objects.append(render_template("pdb.yaml.j2", build_pdb_context(md)))

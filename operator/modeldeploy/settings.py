@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from modeldeploy.render import DEFAULT_SERVING_IMAGE, RenderSettings
+from modeldeploy.render import DEFAULT_PROMETHEUS_URL, DEFAULT_SERVING_IMAGE, RenderSettings
 
 
 class OperatorSettings(BaseSettings):
@@ -16,7 +16,7 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELDEPLOY_", extra="ignore")
 
     serving_image: str = Field(default=DEFAULT_SERVING_IMAGE, description="Image when spec.runtime.image is unset.")
-    prometheus_url: str = Field(default="http://prometheus-server.monitoring:9090", description="Prometheus base URL.")
+    prometheus_url: str = Field(default=DEFAULT_PROMETHEUS_URL, description="Prometheus base URL.")
     namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Namespaces to watch, comma-separated; empty watches all."
     )
@@ -44,4 +44,4 @@ class OperatorSettings(BaseSettings):
 
     @property
     def render(self) -> RenderSettings:
-        return RenderSettings(serving_image=self.serving_image)
+        return RenderSettings(serving_image=self.serving_image, prometheus_url=self.prometheus_url)

@@ -116,6 +116,13 @@ async def exercise_every_path(emulator: kmock.KubernetesEmulator) -> None:
         await eventually(lambda: resynced(emulator, "podmonitors"), what="PodMonitor re-applied")
         await patch(emulator, "ml", "watched", {"metadata": {"generation": 2}, "spec": {"monitoring": None}})
         await eventually(lambda: obj(emulator, monitors, "ml", "watched") is None, what="PodMonitor pruned")
+        scalers = "keda.sh/v1alpha1/scaledobjects"
+        keda = {"engine": "KEDA", "minReplicas": 0, "maxReplicas": 3, "targetInferenceRate": 20}
+        await create(emulator, model_deployment("scaled", autoscaling=keda))
+        await eventually(lambda: obj(emulator, scalers, "ml", "scaled"), what="ScaledObject")
+        await eventually(lambda: resynced(emulator, "scaledobjects"), what="ScaledObject re-applied")
+        await patch(emulator, "ml", "scaled", {"metadata": {"generation": 2}, "spec": {"autoscaling": None}})
+        await eventually(lambda: obj(emulator, scalers, "ml", "scaled") is None, what="ScaledObject pruned")
         policies = "networking.k8s.io/v1/networkpolicies"
         await create(emulator, model_deployment("fenced", security={"networkPolicy": {}}))
         await eventually(lambda: obj(emulator, policies, "ml", "fenced"), what="NetworkPolicy")

@@ -26,7 +26,7 @@ import pytest
 import tritonclient.http as httpclient
 from prometheus_client import start_http_server
 
-from modeldeploy import api, render
+from modeldeploy import api, keda, render
 from modeldeploy.opmetrics import OperatorMetrics
 from modelserve import examples
 from modelserve.launcher import ServingProcess, free_port
@@ -149,6 +149,30 @@ def test_adapter_rules_serve_the_hpa_metrics_per_pod(serving: tuple[Prometheus, 
         one = fill_adapter_query(rule["metricsQuery"], rule["name"]["matches"].strip("^$"),
                                  f'namespace="{NS}",pod="{PODS["canary"]}"', "pod")  # fmt: skip
         assert set(values_by(prom.query(one), "pod")) == {PODS["canary"]}
+
+
+def test_keda_triggers_read_the_stable_tracks_series(serving: tuple[Prometheus, dict[str, Any], int]) -> None:
+    """What KEDA's prometheus scaler sends: one number for the stable track, from the same series."""
+    prom, _, _ = serving
+    autoscaling = {
+        "engine": "KEDA",
+        "minReplicas": 0,
+        "maxReplicas": 4,
+        "targetInferenceRate": 50,
+        "targetQueueTimeMs": 20,
+    }
+    md = api.parse_model_deployment({"apiVersion": api.API_VERSION, "kind": api.KIND,
+                                     "metadata": {"name": NAME, "namespace": NS},
+                                     "spec": {"model": {"name": "simple", "storageUri": "s3://b/s"},
+                                              "autoscaling": autoscaling}})  # fmt: skip
+    assert md.spec.autoscaling is not None
+    rate, queue = (t["metadata"]["query"] for t in keda.triggers(md, md.spec.autoscaling, prom.url))
+    (total,) = prom.query(rate)
+    stable_only = prom.query(f'sum(rate(nv_inference_count{{namespace="{NS}",pod="{PODS["stable"]}"}}[1m]))')
+    assert float(total["value"][1]) == pytest.approx(float(stable_only[0]["value"][1]), rel=0.05)
+    assert float(total["value"][1]) > 5, "the loaded stable pod serves more than 5/s"
+    (queue_ms,) = prom.query(queue)
+    assert math.isfinite(float(queue_ms["value"][1])) and float(queue_ms["value"][1]) >= 0
 
 
 def test_queue_time_rule_is_milliseconds_per_request(serving: tuple[Prometheus, dict[str, Any], int]) -> None:
