@@ -37,6 +37,10 @@ def test_examples_are_accepted(namespace: str, path: Path) -> None:
             "minReplicas must be less than or equal to maxReplicas",
         ),
         ({"autoscaling": {"maxReplicas": 2}}, "autoscaling needs at least one target"),
+        (
+            {"autoscaling": {"minReplicas": 0, "maxReplicas": 2, "targetInferenceRate": 5}},
+            "minReplicas 0 (scale to zero) needs engine KEDA",
+        ),
         ({"rollout": {"steps": [50, 10]}}, "steps must be strictly increasing"),
         ({"gpu": {"count": 1, "migProfile": "1g.5gb"}}, "migProfile needs product"),
         ({"gpu": {"count": -1}}, "spec.gpu.count"),
