@@ -11,7 +11,7 @@ import datetime
 from dataclasses import replace
 from typing import Any
 
-from modeldeploy import api, canary, status
+from modeldeploy import api, canary, names, status
 from modeldeploy.prometheus import (
     ERROR_RATE,
     LATENCY_P99_MS,
@@ -23,7 +23,11 @@ from modeldeploy.prometheus import (
 )
 from modeldeploy.rolloutstate import AnalysisRecord, RolloutState, parse_time
 
-COMMAND_ANNOTATION = "modeldeploy.io/rollout"
+COMMAND_ANNOTATION = names.COMMAND_ANNOTATION
+PROVIDER_OFFLINE = (
+    "metrics provider offline when the canary started: analysis paused before judging"
+    f" (resume with the {names.COMMAND_ANNOTATION}: resume annotation once it answers)"
+)
 
 
 def run_analysis(
@@ -51,6 +55,22 @@ def run_analysis(
     return canary.analysis_outcome(results, count, rollout.min_request_count), tuple(results)
 
 
+def start(md: api.ModelDeployment, revision: str, provider: MetricsProvider | None) -> RolloutState:
+    """A new canary for `revision`: at the first step, its pods not ready yet.
+
+    As Flagger does, the metrics provider is checked when a canary starts: an offline one
+    pauses the canary at once, saying so, instead of letting analyses judge without data.
+    Without a provider the canary waits at its step anyway (commands still act)."""
+    fresh = RolloutState(
+        revision=revision,
+        weight=md.spec.rollout.steps[0],
+        last_command=md.metadata.annotations.get(names.COMMAND_ANNOTATION),
+    )
+    if provider is not None and not provider.is_online():
+        return replace(fresh, phase="Paused", reason=PROVIDER_OFFLINE)
+    return fresh
+
+
 def _parse_now(now: str) -> datetime.datetime:
     parsed = parse_time(now)
     assert parsed is not None, now
@@ -59,7 +79,7 @@ def _parse_now(now: str) -> datetime.datetime:
 
 def command_of(md: api.ModelDeployment, state: RolloutState) -> canary.Command | None:
     """The modeldeploy.io/rollout command to act on: a known value not acted on yet."""
-    raw = md.metadata.annotations.get(COMMAND_ANNOTATION)
+    raw = md.metadata.annotations.get(names.COMMAND_ANNOTATION)
     if raw in {c.value for c in canary.Command} and raw != state.last_command:
         return canary.Command(raw)
     return None

@@ -18,9 +18,7 @@ import hashlib
 import json
 from typing import Any
 
-import kopf
-
-from modeldeploy import api, render, rollout
+from modeldeploy import api, names, render, rollout
 from modeldeploy.kube import KubeClient, ObjectRef
 from modeldeploy.memory import Entry, StableRevision
 
@@ -36,19 +34,19 @@ def revision_name(md: api.ModelDeployment, spec: api.ModelDeploymentSpec) -> str
     return f"{md.metadata.name}-{hashlib.sha256(data).hexdigest()[:10]}"
 
 
-def _parse(obj: dict[str, Any], settings: render.RenderSettings) -> StableRevision | None:
+def _parse(obj: dict[str, Any], settings: names.ImageDefault) -> StableRevision | None:
     try:
         spec = api.ModelDeploymentSpec.model_validate((obj.get("data") or {})["spec"])
     except (KeyError, TypeError, ValueError):
         return None
-    return StableRevision(render.revision_of(spec, settings), spec, int(obj.get("revision") or 0))
+    return StableRevision(names.revision_of(spec, settings), spec, int(obj.get("revision") or 0))
 
 
 def load(
     kube: KubeClient,
     md: api.ModelDeployment,
     entry: Entry,
-    settings: render.RenderSettings,
+    settings: names.ImageDefault,
     *,
     read_annotation: bool = True,
 ) -> StableRevision | None:
@@ -57,18 +55,14 @@ def load(
     if entry.history_loaded:
         return entry.stable
     ns, name = md.metadata.namespace, md.metadata.name
-    owned = [
-        o
-        for o in kube.list(KIND, ns, f"{render.LABEL_DEPLOYMENT}={name}")
-        if any(r.get("uid") == md.metadata.uid for r in o.get("metadata", {}).get("ownerReferences", []))
-    ]
+    owned = [o for o in kube.list(KIND, ns, f"{names.LABEL_DEPLOYMENT}={name}") if names.owned_by(o, md)]
     revisions = [r for r in (_parse(o, settings) for o in owned) if r is not None]
     stable = max(revisions, key=lambda r: r.number, default=None)
     if stable is None and read_annotation:
-        live = kube.get(ObjectRef("Deployment", ns, render.workload_name(md, "stable")))
+        live = kube.get(ObjectRef("Deployment", ns, names.workload_name(md, "stable")))
         spec = rollout.stable_spec_of(live)
         if spec is not None:
-            stable = StableRevision(render.revision_of(spec, settings), spec, 0)
+            stable = StableRevision(names.revision_of(spec, settings), spec, 0)
     entry.stable, entry.history_loaded = stable, True
     return stable
 
@@ -93,15 +87,16 @@ def record(
             "name": revision_name(md, spec),
             "namespace": md.metadata.namespace,
             "labels": {
-                "app.kubernetes.io/managed-by": "modeldeploy-operator",
-                render.LABEL_DEPLOYMENT: md.metadata.name,
-                render.LABEL_REVISION: revision,
+                **md.metadata.labels,  # the owner's labels under the operator's, as on every child
+                **names.MANAGED,
+                names.LABEL_DEPLOYMENT: md.metadata.name,
+                names.LABEL_REVISION: revision,
             },
+            "ownerReferences": [render.owner_reference(md)],
         },
         "data": {"spec": _spec_wire(spec)},
         "revision": number,
     }
-    kopf.adopt(obj, owner=owner)
     kube.apply(obj)
     entry.stable, entry.history_loaded = StableRevision(revision, spec, number), True
     if number > history_limit:
@@ -113,10 +108,8 @@ def prune(kube: KubeClient, md: api.ModelDeployment, up_to: int) -> list[str]:
     """Delete the owned revisions numbered `up_to` or lower; returns their names."""
     ns, name = md.metadata.namespace, md.metadata.name
     pruned = []
-    for obj in kube.list(KIND, ns, f"{render.LABEL_DEPLOYMENT}={name}"):
-        meta = obj.get("metadata", {})
-        owned = any(r.get("uid") == md.metadata.uid for r in meta.get("ownerReferences", []))
-        if owned and int(obj.get("revision") or 0) <= up_to:
-            kube.delete(ObjectRef(KIND, ns, meta["name"]))
-            pruned.append(meta["name"])
+    for obj in kube.list(KIND, ns, f"{names.LABEL_DEPLOYMENT}={name}"):
+        if names.owned_by(obj, md) and int(obj.get("revision") or 0) <= up_to:
+            kube.delete(ObjectRef(KIND, ns, obj["metadata"]["name"]))
+            pruned.append(obj["metadata"]["name"])
     return pruned

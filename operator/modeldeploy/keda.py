@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modeldeploy import api
+from modeldeploy import api, names
 
 # Per-pod averages come from KEDA dividing a total by the replica count (metricType
 # AverageValue); the queue time is already an average over requests (metricType Value).
@@ -23,7 +23,7 @@ QUEUE_TIME_MS_QUERY = (
 
 def stable_selector(md: api.ModelDeployment) -> str:
     """The stable track's series: the ScaledObject scales the stable Deployment only."""
-    return f'namespace="{md.metadata.namespace}",modeldeploy_deployment="{md.metadata.name}",modeldeploy_track="stable"'
+    return names.series_selector(md.metadata.namespace, md.metadata.name, "stable")
 
 
 def _number(value: float) -> str:

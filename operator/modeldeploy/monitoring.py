@@ -12,20 +12,27 @@ Prometheus Operator's spelling.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from modeldeploy import api
+from modeldeploy import api, names
 
 METRICS_PORT_NAME = "metrics"
 POD_MONITOR_API_VERSION = "monitoring.coreos.com/v1"
 
+
 # (pod metadata from kubernetes_sd_configs role pod, the label the queries select)
+def _pod_label(label: str) -> str:
+    """The meta label Kubernetes service discovery gives a pod label (unsupported characters become _)."""
+    return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+
 LABEL_SOURCES: tuple[tuple[str, str], ...] = (
     ("__meta_kubernetes_namespace", "namespace"),
     ("__meta_kubernetes_pod_name", "pod"),
-    ("__meta_kubernetes_pod_label_modeldeploy_io_deployment", "modeldeploy_deployment"),
-    ("__meta_kubernetes_pod_label_modeldeploy_io_track", "modeldeploy_track"),
-    ("__meta_kubernetes_pod_label_modeldeploy_io_revision", "modeldeploy_revision"),
+    (_pod_label(names.LABEL_DEPLOYMENT), names.PROM_LABEL_DEPLOYMENT),
+    (_pod_label(names.LABEL_TRACK), names.PROM_LABEL_TRACK),
+    (_pod_label(names.LABEL_REVISION), names.PROM_LABEL_REVISION),
 )
 
 # Prometheus' relabel_configs spelling (scrape jobs).

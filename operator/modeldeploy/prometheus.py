@@ -17,6 +17,8 @@ import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
+from modeldeploy.names import series_selector
+
 
 class _NoValues:
     """The query ran and returned nothing to judge (no series, or NaN)."""
@@ -79,7 +81,7 @@ class PrometheusProvider:
 # --- query templates (separate from the state machine) ---
 
 _VARIABLE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-SELECTOR = 'namespace="{{namespace}}",modeldeploy_deployment="{{name}}",modeldeploy_track="{{track}}"'
+SELECTOR = series_selector("{{namespace}}", "{{name}}", "{{track}}")
 
 REQUESTS = (
     f"sum(increase(nv_inference_request_success{{{SELECTOR}}}[{{{{interval}}}}]))"

@@ -7,37 +7,44 @@ of each template is parsed back with `yaml.safe_load` and checked before use.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import yaml
 
 from modeldeploy import api, hardening, keda, monitoring
+from modeldeploy.names import (
+    DEFAULT_SERVING_IMAGE,
+    GRPC_PORT,
+    HTTP_PORT,
+    LABEL_DEPLOYMENT,
+    LABEL_MODEL,
+    LABEL_REVISION,
+    LABEL_TRACK,
+    MANAGED,
+    METRICS_PORT,
+    PORTS,
+    SPEC_ANNOTATION,
+    TRACKS,
+    Track,
+    revision_of,
+    track_service_name,
+    workload_name,
+)
 from modeldeploy.storageapi import DEFAULT_VOLUME_SIZE_LIMIT
 
 if TYPE_CHECKING:
     from modeldeploy.rollout import RolloutPlan
 
-Track = Literal["stable", "canary"]
-
 MODEL_ROOT = "/models"
 CACHE_ROOT = "/cache"
-HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 RUN_AS_USER = 1000
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-DEFAULT_SERVING_IMAGE = "modeldeploy/modelserve:0.1.0"
 DEFAULT_PROMETHEUS_URL = "http://prometheus-server.monitoring:9090"
-
-LABEL_DEPLOYMENT = "modeldeploy.io/deployment"
-LABEL_MODEL = "modeldeploy.io/model"
-LABEL_TRACK = "modeldeploy.io/track"
-LABEL_REVISION = "modeldeploy.io/revision"
-SPEC_ANNOTATION = "modeldeploy.io/spec"  # the full spec a Deployment runs (the stable's, during a canary)
 
 
 # libyaml's loader when present (10x faster; the operator renders on every reconcile).
@@ -76,36 +83,13 @@ def parse_storage_uri(uri: str) -> StorageSource:
     return StorageSource(scheme=scheme, uri=uri, claim=claim, sub_path=sub_path.strip("/"))
 
 
-def pod_spec_fields(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
-    """The parts of the spec that change the pods; a change here is a new revision."""
-    return {
-        "model": spec.model.to_wire(),
-        "runtime": spec.runtime.to_wire(),
-        "resources": spec.resources.to_wire(),
-        "gpu": spec.gpu.to_wire() if spec.gpu else None,
-        "pod": spec.pod.to_wire(),
-    }
-
-
-def revision_of(spec: api.ModelDeploymentSpec, settings: RenderSettings) -> str:
-    """A short stable hash of what the pods run (the default image included)."""
-    fields = pod_spec_fields(spec)
-    fields["image"] = spec.runtime.image or settings.serving_image
-    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())
-    return digest.hexdigest()[:10]
-
-
-def workload_name(md: api.ModelDeployment, track: Track) -> str:
-    return md.metadata.name if track == "stable" else f"{md.metadata.name}-canary"
-
-
 def common_labels(md: api.ModelDeployment) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "modelserve",
         "app.kubernetes.io/instance": md.metadata.name,
         "app.kubernetes.io/component": "model-server",
         "app.kubernetes.io/part-of": "modeldeploy",
-        "app.kubernetes.io/managed-by": "modeldeploy-operator",
+        **MANAGED,
         LABEL_DEPLOYMENT: md.metadata.name,
         LABEL_MODEL: md.spec.model.name,
     }
@@ -118,9 +102,8 @@ def service_urls(md: api.ModelDeployment) -> tuple[str, str]:
 
 def _ports() -> list[dict[str, Any]]:
     return [
-        {"name": "http", "port": HTTP_PORT, "app_protocol": "http"},
-        {"name": "grpc", "port": GRPC_PORT, "app_protocol": "kubernetes.io/h2c"},
-        {"name": "metrics", "port": METRICS_PORT, "app_protocol": "http"},
+        {"name": name, "port": port, "app_protocol": "kubernetes.io/h2c" if name == "grpc" else "http"}
+        for name, port in PORTS.items()
     ]
 
 
@@ -337,7 +320,7 @@ def build_service_context(md: api.ModelDeployment, track: Track | None = None) -
     if track is not None:
         selector[LABEL_TRACK] = track
     return {
-        "name": md.metadata.name if track is None else f"{md.metadata.name}-{track}",
+        "name": md.metadata.name if track is None else track_service_name(md, track),
         "namespace": md.metadata.namespace,
         "labels": common_labels(md) if track is None else {**common_labels(md), LABEL_TRACK: track},
         "selector": selector,
@@ -362,8 +345,8 @@ def build_route_context(md: api.ModelDeployment, gateway: api.GatewayRef, canary
         "parent_refs": [parent],
         "hostnames": list(gateway.hostnames),
         "backend_refs": [
-            {"name": f"{name}-stable", "port": port, "weight": 100 - canary_weight},
-            {"name": f"{name}-canary", "port": port, "weight": canary_weight},
+            {"name": track_service_name(md, "stable"), "port": port, "weight": 100 - canary_weight},
+            {"name": track_service_name(md, "canary"), "port": port, "weight": canary_weight},
         ],
     }
 
@@ -486,7 +469,7 @@ def render(
         objects.append(render_template("deployment.yaml.j2", context))
     objects.append(render_template("service.yaml.j2", build_service_context(md)))
     if spec.rollout.gateway is not None:
-        for track in ("stable", "canary"):
+        for track in TRACKS:
             objects.append(render_template("service.yaml.j2", build_service_context(md, track)))
         objects.append(render_template("route.yaml.j2", build_route_context(md, spec.rollout.gateway, canary_weight)))
     if spec.autoscaling is not None and spec.autoscaling.engine == "KEDA":
@@ -499,9 +482,8 @@ def render(
     if needs_disruption_budget(spec):
         objects.append(render_template("pdb.yaml.j2", build_pdb_context(md)))
     if hardening.wants_network_policy(spec):
-        ports = {"http": HTTP_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT}
         context = hardening.build_network_policy_context(
-            md, common_labels(md), {LABEL_DEPLOYMENT: md.metadata.name}, ports
+            md, common_labels(md), {LABEL_DEPLOYMENT: md.metadata.name}, PORTS
         )
         objects.append(render_template("networkpolicy.yaml.j2", context))
     if monitoring.wants_pod_monitor(spec):

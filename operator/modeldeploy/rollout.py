@@ -14,8 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from modeldeploy import api, canary, render
-from modeldeploy.render import SPEC_ANNOTATION
+from modeldeploy import api, canary, names
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ def stable_spec_of(deployment: dict[str, Any] | None) -> api.ModelDeploymentSpec
     """The spec a stable Deployment runs, from its annotation; None if absent or unreadable."""
     if not deployment:
         return None
-    raw = deployment.get("metadata", {}).get("annotations", {}).get(SPEC_ANNOTATION)
+    raw = deployment.get("metadata", {}).get("annotations", {}).get(names.SPEC_ANNOTATION)
     if not raw:
         return None
     try:
@@ -57,7 +56,7 @@ def _baseline(spec: api.ModelDeploymentSpec, live_stable_replicas: int | None) -
 
 def plan(
     spec: api.ModelDeploymentSpec,
-    settings: render.RenderSettings,
+    settings: names.ImageDefault,
     *,
     stable_spec: api.ModelDeploymentSpec | None,
     state: canary.CanaryState | None,
@@ -65,7 +64,7 @@ def plan(
     rejected_revision: str | None,
     live_stable_replicas: int | None = None,
 ) -> RolloutPlan:
-    desired = render.revision_of(spec, settings)
+    desired = names.revision_of(spec, settings)
     fixed = None if spec.autoscaling is not None else spec.effective_replicas
 
     def settled(reason: str) -> RolloutPlan:
@@ -73,7 +72,7 @@ def plan(
 
     if stable_spec is None:
         return settled("first deployment: no canary")
-    current = render.revision_of(stable_spec, settings)
+    current = names.revision_of(stable_spec, settings)
     total = _baseline(spec, live_stable_replicas)
     if state is not None and state_revision == desired and state.phase == "Promoting":
         # Until the stable has fully rolled out the new revision, the canary keeps serving.
