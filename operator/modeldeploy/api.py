@@ -596,10 +596,6 @@ class SpecError(ValueError):
         super().__init__("; ".join(problems))
         self.problems = problems
 
-    @property
-    def field_path(self) -> str:
-        return self.problems[0].split(":", 1)[0] if self.problems else ""
-
 
 def _error_line(error: Any) -> str:
     path = ".".join(str(part) for part in error["loc"]) or "(root)"
@@ -628,11 +624,3 @@ def parse_model_deployment(obj: Any) -> ModelDeployment:
         return ModelDeployment.model_validate(obj)
     except ValidationError as exc:
         raise SpecError(describe_validation_error(exc)) from None
-
-
-def parse_spec(spec: Any) -> ModelDeploymentSpec:
-    """Validate only a spec (what the operator receives); paths start with 'spec.'."""
-    try:
-        return ModelDeploymentSpec.model_validate(spec)
-    except ValidationError as exc:
-        raise SpecError([f"spec.{line}" for line in describe_validation_error(exc)]) from None

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from modeldeploy import api, crd
+from modeldeploy import api, crd, names
 
 
 def _load_documents(path: str) -> list[Any]:
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_render.add_argument("-f", "--filename", action="append", required=True, help="YAML file, or - for stdin")
     p_render.add_argument(
         "--serving-image",
-        default=os.environ.get("MODELDEPLOY_SERVING_IMAGE", "modeldeploy/modelserve:0.1.0"),
+        default=os.environ.get("MODELDEPLOY_SERVING_IMAGE", names.DEFAULT_SERVING_IMAGE),
         help="image used when spec.runtime.image is unset (env MODELDEPLOY_SERVING_IMAGE)",
     )
     p_render.set_defaults(func=_cmd_render)

@@ -111,12 +111,6 @@ def test_bad_spec_gives_one_error_naming_the_field(obj: dict[str, Any], path: st
     assert message in text
 
 
-def test_parse_spec_prefixes_paths_with_spec() -> None:
-    with pytest.raises(api.SpecError) as info:
-        api.parse_spec({"model": {"name": "x", "storageUri": "s3://b/x"}, "replicas": -1})
-    assert info.value.field_path == "spec.replicas"
-
-
 def test_quantities_accept_numbers() -> None:
     md = api.parse_model_deployment(with_spec(resources={"requests": {"cpu": 2, "memory": "1Gi"}}))
     assert md.spec.resources.requests.cpu == "2"

@@ -14,11 +14,15 @@ SETTINGS = render.RenderSettings()
 
 
 def spec(version: int = 1, **extra: Any) -> api.ModelDeploymentSpec:
-    return api.parse_spec({"model": {"name": "m", "storageUri": "s3://b/m", "version": version}, **extra})
+    return api.ModelDeploymentSpec.model_validate(
+        {"model": {"name": "m", "storageUri": "s3://b/m", "version": version}, **extra}
+    )
 
 
 def md_of(s: api.ModelDeploymentSpec) -> api.ModelDeployment:
-    return api.ModelDeployment(metadata=api.ObjectMeta(name="fraud", namespace="ml", uid="0b5e6f3a-6d2c-4d3e-9a57-1f0c2f4b8e11"), spec=s)
+    return api.ModelDeployment(
+        metadata=api.ObjectMeta(name="fraud", namespace="ml", uid="0b5e6f3a-6d2c-4d3e-9a57-1f0c2f4b8e11"), spec=s
+    )
 
 
 def plan_for(
