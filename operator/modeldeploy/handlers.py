@@ -46,7 +46,9 @@ resilience.install()  # kopf's watches restart instead of ending the process; it
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.settings = memo.get("settings") or OperatorSettings()
-    memo.kube = memo.get("kube") or KubeClient.from_environment(memo.settings.field_manager)
+    memo.kube = memo.get("kube") or KubeClient.from_environment(
+        memo.settings.field_manager, pool_size=memo.settings.max_workers + 8
+    )
     if memo.get("metrics") is None:
         memo.metrics = OperatorMetrics()
         if memo.settings.metrics_port:
@@ -62,6 +64,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     resilience.configure(settings)
     settings.execution.max_workers = memo.settings.max_workers
+    # Only the operator's own Deployments reach kopf (filtered by the API server, not in kopf).
+    settings.watching.label_selectors["apps", "deployments"] = ",".join(f"{k}={v}" for k, v in MANAGED.items())
     if memo.settings.namespaces:
         # Namespaced installs get Roles only: no cluster-wide discovery of CRDs and namespaces.
         settings.scanning.disabled = True

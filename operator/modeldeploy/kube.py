@@ -118,9 +118,14 @@ class KubeClient:
         self.retries: dict[int, int] = {}  # status -> retries made, for metrics and tests
 
     @classmethod
-    def from_environment(cls, field_manager: str = "modeldeploy") -> KubeClient:
-        """In-cluster config when running in a pod, else the kubeconfig ($KUBECONFIG read now)."""
+    def from_environment(cls, field_manager: str = "modeldeploy", pool_size: int | None = None) -> KubeClient:
+        """In-cluster config when running in a pod, else the kubeconfig ($KUBECONFIG read now).
+
+        `pool_size`: connections kept open, at least the threads calling at once (the default,
+        5 per CPU, would make each thread beyond it open and close a TLS connection per call)."""
         configuration = client.Configuration()
+        if pool_size is not None:
+            configuration.connection_pool_maxsize = pool_size
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)
         else:

@@ -8,6 +8,9 @@
 - one lock, so reconciles of one object never overlap;
 - how many applies in a row failed (the retry count shown in status);
 - the children the last reconcile applied (what a later one may have to prune).
+
+`slim()` cuts what nobody reads from every watched object before kopf keeps it (kopf, its
+per-object queues and this memory hold the bodies of 1000s of objects).
 """
 
 from __future__ import annotations
@@ -19,6 +22,20 @@ from typing import Any
 from modeldeploy import api
 
 Key = tuple[str, str]  # (namespace, name)
+
+
+def slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """A watched object without `metadata.managedFields` (often half of an object), and for a
+    Deployment without its pod spec: of a child Deployment the operator reads its metadata,
+    `spec.replicas`, the pod template's labels and its status; it renders the rest itself."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    if obj.get("kind") == "Deployment":
+        template = (obj.get("spec") or {}).get("template")
+        if isinstance(template, dict):
+            template.pop("spec", None)
+    return obj
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,8 @@ def _reconcile_locked(
     ns, generation = md.metadata.namespace, md.metadata.generation
     desired = render.revision_of(md.spec, settings.render)
     before = RolloutState.decode(previous)
+    if created and not entry.history_loaded:
+        entry.history_loaded = True  # a new object (a new uid) owns no revisions yet: no list
     stable = history.load(kube, md, entry, settings.render, read_annotation=not created)
     stable_ref = ObjectRef("Deployment", ns, render.workload_name(md, "stable"))
     canary_ref = ObjectRef("Deployment", ns, render.workload_name(md, "canary"))

@@ -13,7 +13,7 @@ ends the watcher and with it the operator (nolar/kopf#1077, #1108). So:
   status are idempotent, a JSON patch carries its own resourceVersion test, reads are reads; a
   create's 409 is AlreadyExists), and its per-resource watch
   restarts (list, then watch) after any API or stream error, with a growing jittered pause,
-  instead of ending the process.
+  instead of ending the process, and hands kopf every object slimmed (`memory.slim`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import kopf
 from kopf._cogs.clients import api as kopf_api
 from kopf._cogs.clients import errors as kopf_errors
 from kopf._cogs.clients import watching as kopf_watching
+
+from modeldeploy import memory
 
 log = logging.getLogger("modeldeploy.resilience")
 
@@ -85,6 +87,8 @@ async def _continuous_watch(**kwargs: Any) -> AsyncIterator[Any]:
         async for event in _original_continuous_watch(**kwargs):
             if event is kopf_watching.Bookmark.LISTED:
                 _failures.pop(key, None)
+            elif isinstance(event, dict) and isinstance(event.get("object"), dict):
+                memory.slim(event["object"])
             yield event
     except (kopf_errors.APIError, kopf_watching.WatchingError, aiohttp.ClientError, TimeoutError) as exc:
         failures = _failures[key] = _failures.get(key, 0) + 1

@@ -33,7 +33,12 @@ class OperatorSettings(BaseSettings):
     revision_history_limit: int = Field(
         default=10, ge=1, le=1000, description="ControllerRevisions kept per ModelDeployment (older ones deleted)."
     )
-    max_workers: int = Field(default=8, ge=1, le=256, description="Threads for synchronous reconciles.")
+    max_workers: int = Field(
+        default=32,
+        ge=1,
+        le=256,
+        description="Threads for reconciles and child events (each mostly waits on the API server).",
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod
