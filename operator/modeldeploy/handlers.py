@@ -24,7 +24,7 @@ from typing import Any
 
 import kopf
 
-from modeldeploy import analysis, api, reconcile, resilience
+from modeldeploy import analysis, api, names, reconcile, resilience
 from modeldeploy.kube import KubeClient, KubeError
 from modeldeploy.memory import Memory
 from modeldeploy.opmetrics import OperatorMetrics
@@ -34,7 +34,7 @@ from modeldeploy.settings import OperatorSettings
 
 log = logging.getLogger("modeldeploy")
 MD = (api.GROUP, api.VERSION, api.PLURAL)
-MANAGED = {"app.kubernetes.io/managed-by": "modeldeploy-operator"}
+MANAGED = names.MANAGED
 # Deployments are watched: their status is the ModelDeployment's, and losing one stops serving.
 # Services, HPAs and PDBs are restored by the resync loop: watching them too would make
 # kopf keep a worker per object (~45 MiB per 1000 children, measured in bench/operator).
