@@ -62,6 +62,12 @@ def owned_by(obj: dict[str, Any] | None, md: api.ModelDeployment) -> bool:
     return md.metadata.uid is not None and any(ref.get("uid") == md.metadata.uid for ref in refs)
 
 
+def pod_revision(deployment: dict[str, Any] | None) -> str | None:
+    """The revision a Deployment's pod template runs (its revision label), None when unknown."""
+    template = (deployment or {}).get("spec", {}).get("template", {})
+    return template.get("metadata", {}).get("labels", {}).get(LABEL_REVISION)
+
+
 class ImageDefault(Protocol):
     """What a revision needs of the operator's settings: the image when spec.runtime.image is unset."""
 

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from modeldeploy.render import DEFAULT_PROMETHEUS_URL, DEFAULT_SERVING_IMAGE, RenderSettings
+from modeldeploy.names import DEFAULT_SERVING_IMAGE
+from modeldeploy.render import DEFAULT_PROMETHEUS_URL, RenderSettings
 
 
 class OperatorSettings(BaseSettings):

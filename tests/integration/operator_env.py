@@ -11,6 +11,7 @@ from typing import Any
 
 import kmock
 import kopf
+from kubernetes import client
 
 import modeldeploy.handlers  # noqa: F401  (registers the operator's handlers)
 from modeldeploy import api
@@ -27,6 +28,14 @@ _server: dict[str, str] = {}
 def login_to_emulator(**_: Any) -> kopf.ConnectionInfo:
     """Only for tests: kopf talks to whichever emulator the running test started."""
     return kopf.ConnectionInfo(server=_server["url"], insecure=True, scheme="Bearer", token="test")
+
+
+def client_for(server: str, field_manager: str) -> KubeClient:
+    """The operator's client for a plain-HTTP test server (the emulator, or a proxy in front of it)."""
+    configuration = client.Configuration()
+    configuration.host = server
+    configuration.verify_ssl = False
+    return KubeClient(client.ApiClient(configuration), field_manager)
 
 
 def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
@@ -67,7 +76,7 @@ async def running_operator(
     op_settings = OperatorSettings(**{"metrics_port": 0, "liveness_endpoint": None, "resync_seconds": 2.0, **settings})
     memo = kopf.Memo(
         settings=op_settings,
-        kube=KubeClient.for_server(_server["url"], op_settings.field_manager),
+        kube=client_for(_server["url"], op_settings.field_manager),
         metrics=OperatorMetrics(),
         provider=provider,
     )
