@@ -78,10 +78,6 @@ def managed_refs(md: api.ModelDeployment) -> list[ObjectRef]:
     ]
 
 
-def _owned_by(obj: dict[str, Any], uid: str | None) -> bool:
-    return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences", []))
-
-
 def _changed(previous: dict[str, Any], new: dict[str, Any]) -> bool:
     return any(previous.get(key) != value for key, value in new.items())
 
@@ -206,13 +202,11 @@ def _reconcile_locked(
 
     # 2. Apply what the decision needs; prune what it does not (a rolled-back canary at once).
     objects = render.render(md, settings.render, plan)
-    results: dict[ObjectRef, dict[str, Any]] = {}
-    for obj in objects:
-        ref = ObjectRef.of(obj)
-        results[ref] = kube.apply(obj, probably_new=created)
-        outcome.applied.append(ref)
-        if entry.applied is not None:
-            entry.applied.add(ref)  # still pruned later should this reconcile fail half-way
+    refs = [ObjectRef.of(obj) for obj in objects]
+    if entry.applied is not None:
+        entry.applied.update(refs)  # still pruned later should this reconcile fail half-way
+    results = dict(zip(refs, kube.apply_all(objects, probably_new=created), strict=True))
+    outcome.applied.extend(refs)
     # Prune: every child it may have made once per process (a former process may have made any),
     # then only what this process applied before and no longer renders (no reads on a resync).
     candidates = managed_refs(md) if entry.applied is None else [r for r in managed_refs(md) if r in entry.applied]

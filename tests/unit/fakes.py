@@ -60,6 +60,9 @@ class FakeKube:
         self.objects[ref] = merged
         return copy.deepcopy(merged)
 
+    def apply_all(self, objs: list[dict[str, Any]], *, probably_new: bool = False) -> list[dict[str, Any]]:
+        return [self.apply(obj, probably_new=probably_new) for obj in objs]  # in order: calls stay comparable
+
     def delete(self, ref: ObjectRef) -> bool:
         self.calls.append(("delete", ref.kind, ref.name))
         return self.objects.pop(ref, None) is not None
