@@ -79,7 +79,8 @@ def _datatype_name(config_type: int) -> str:
     return mc.DataType.Name(config_type)
 
 
-def _full_shape(config: mc.ModelConfig, dims: list[int]) -> list[int]:
+def full_shape(config: mc.ModelConfig, dims: Any) -> list[int]:
+    """The one batch-dimension rule: a batching model's tensors have a leading -1 before their dims."""
     return [-1, *dims] if config.max_batch_size > 0 else list(dims)
 
 
@@ -119,7 +120,7 @@ def _complete_tensors(
                 f" does not match the model's {model_tensor.datatype.config}"
             )
         shape = list(entry.reshape.shape) if entry.HasField("reshape") else list(entry.dims)
-        full = _full_shape(config, shape)
+        full = full_shape(config, shape)
         if not _compatible(full, model_tensor.shape):
             raise ModelLoadError(
                 f"{source}: {where}[{index}].dims: {list(entry.dims)} for '{entry.name}'"

@@ -7,7 +7,11 @@ This is the one error mapping: every client mistake is a `ServeError` subclass w
 
 from __future__ import annotations
 
+import logging
+
 import grpc
+
+log = logging.getLogger(__name__)
 
 ECHO_LIMIT = 100  # characters of a client-supplied name or value echoed in a message
 MESSAGE_LIMIT = 1000  # characters of any error message
@@ -133,3 +137,19 @@ def client_fault(exc: BaseException, what: str) -> ServeError:
     if isinstance(exc, MemoryError):
         return PayloadTooLarge(f"{what}: the request needs more memory than the server grants one request")
     return InvalidArgument(f"{what}: {type(exc).__name__}: {clip(str(exc), 200)}")
+
+
+class InternalError(ServeError):
+    """A bug on the server's side: it costs the one call, never the server."""
+
+
+def to_serve_error(exc: BaseException) -> ServeError:
+    """The one mapping of any exception to what a client sees; call it inside the `except` block.
+
+    A `ServeError` is answered as it is; anything else is logged with its traceback and
+    answered as an internal error (500 / INTERNAL) naming the exception's type.
+    """
+    if isinstance(exc, ServeError):
+        return exc
+    log.exception("unhandled error while answering a request")
+    return InternalError(f"internal error: {type(exc).__name__}: {clip(str(exc), 300)}")

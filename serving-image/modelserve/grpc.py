@@ -9,18 +9,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from modelserve import codecs, memory
 from modelserve.auth import TokenAuth
-from modelserve.dataplane import DataPlane, InferInput, InferRequest, InferResponse, RequestedOutput
-from modelserve.errors import InvalidArgument, ServeError, client_fault, clip
+from modelserve.dataplane import DataPlane
+from modelserve.errors import InvalidArgument, ServeError, client_fault, clip, to_serve_error
+from modelserve.messages import (
+    InferInput,
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    RepositoryEntry,
+    RequestedOutput,
+    ServerMetadata,
+    TensorMetadata,
+)
+from modelserve.metrics import Duration
 from modelserve.proto import grpc_service_pb2 as pb
 from modelserve.restrictions import Restrictions
+from modelserve.statistics import VersionStatistics
 from modelserve.tls import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -90,6 +101,70 @@ def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
     return msg
 
 
+def encode_server_metadata(meta: ServerMetadata) -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(name=meta.name, version=meta.version, extensions=meta.extensions)
+
+
+def _tensor(tensor: TensorMetadata) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+
+
+def encode_model_metadata(meta: ModelMetadata) -> pb.ModelMetadataResponse:
+    return pb.ModelMetadataResponse(
+        name=meta.name,
+        versions=meta.versions,
+        platform=meta.platform,
+        inputs=[_tensor(t) for t in meta.inputs],
+        outputs=[_tensor(t) for t in meta.outputs],
+    )
+
+
+def encode_index(entries: list[RepositoryEntry]) -> pb.RepositoryIndexResponse:
+    return pb.RepositoryIndexResponse(
+        models=[
+            pb.RepositoryIndexResponse.ModelIndex(name=e.name, version=e.version, state=e.state, reason=e.reason)
+            for e in entries
+        ]
+    )
+
+
+def _duration(d: Duration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+
+def encode_statistics(versions: list[VersionStatistics]) -> pb.ModelStatisticsResponse:
+    response = pb.ModelStatisticsResponse()
+    for v in versions:
+        s = v.stats
+        response.model_stats.add(
+            name=v.name,
+            version=v.version,
+            last_inference=s.last_inference_ms,
+            inference_count=s.inference_count,
+            execution_count=s.execution_count,
+            inference_stats=pb.InferStatistics(
+                success=_duration(s.success),
+                fail=_duration(s.fail),
+                queue=_duration(s.queue),
+                compute_input=_duration(s.compute_input),
+                compute_infer=_duration(s.compute_infer),
+                compute_output=_duration(s.compute_output),
+                cache_hit=_duration(s.cache_hit),
+                cache_miss=_duration(s.cache_miss),
+            ),
+            batch_stats=[
+                pb.InferBatchStatistics(
+                    batch_size=size,
+                    compute_input=_duration(b.compute_input),
+                    compute_infer=_duration(b.compute_infer),
+                    compute_output=_duration(b.compute_output),
+                )
+                for size, b in sorted(s.batches.items())
+            ],
+        )
+    return response
+
+
 class InferenceServicer:
     def __init__(
         self, dataplane: DataPlane, restrictions: Restrictions | None = None, auth: TokenAuth | None = None
@@ -108,20 +183,19 @@ class InferenceServicer:
         return pb.ModelReadyResponse(ready=self.dp.model_ready(request.name, request.version))
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
-        return json_format.ParseDict(self.dp.server_metadata(), pb.ServerMetadataResponse())
+        return encode_server_metadata(self.dp.server_metadata())
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        return json_format.ParseDict(self.dp.model_metadata(request.name, request.version), pb.ModelMetadataResponse())
+        return encode_model_metadata(self.dp.model_metadata(request.name, request.version))
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
         return pb.ModelConfigResponse(config=self.dp.model_config(request.name, request.version))
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
-        stats = self.dp.statistics(request.name, request.version)
-        return json_format.ParseDict(stats, pb.ModelStatisticsResponse())
+        return encode_statistics(self.dp.statistics(request.name, request.version))
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
-        return json_format.ParseDict({"models": self.dp.repository_index(request.ready)}, pb.RepositoryIndexResponse())
+        return encode_index(self.dp.repository_index(request.ready))
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Any
@@ -141,24 +215,26 @@ class InferenceServicer:
         return encode_infer_response(await self.dp.infer(request))
 
     async def ModelStreamInfer(self, messages: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
-        """One response per message; a bad message answers with error_message and the stream goes on."""
-        try:
-            check_restricted(self.restrictions, self.auth, "inference", context)
-        except ServeError as exc:
-            await context.abort(exc.grpc_code, exc.message)
+        """One response per message; a bad message answers with error_message and the stream goes on.
+
+        Each message goes through the same guard as a unary call (`guarded`): the same error
+        mapping, and no traceback keeping a message's bytes alive.
+        """
         async for raw in messages:
             memory.request_done(len(raw))
-            try:
-                request = await parse_infer_request(raw, self.dp.admit)
-                del raw
-                reply = pb.ModelStreamInferResponse(infer_response=encode_infer_response(await self.dp.infer(request)))
-            except ServeError as exc:
-                reply = pb.ModelStreamInferResponse(error_message=exc.message)
-            except Exception as exc:
-                log.exception("unhandled error in ModelStreamInfer")
-                reply = pb.ModelStreamInferResponse(error_message=f"internal error: {type(exc).__name__}")
-            request = None
+            answer = await guarded(self._stream_one, raw)
+            del raw
+            if isinstance(answer, ServeError):
+                reply = pb.ModelStreamInferResponse(error_message=answer.message)
+            else:
+                reply = pb.ModelStreamInferResponse(infer_response=answer)
+            answer = None
             yield reply.SerializeToString()
+
+    async def _stream_one(self, raw: bytes) -> pb.ModelInferResponse:
+        request = await parse_infer_request(raw, self.dp.admit)
+        del raw
+        return encode_infer_response(await self.dp.infer(request))
 
 
 UNARY: dict[str, tuple[type[Any], type[Any]]] = {
@@ -208,6 +284,23 @@ def check_restricted(
     restrictions.check(api, header)
 
 
+T = TypeVar("T")
+
+
+async def guarded(call: Callable[..., Awaitable[T]], *args: Any) -> T | ServeError:
+    """Await `call(*args)`; any failure comes back as the `ServeError` a client sees (errors.to_serve_error).
+
+    The error is returned without its traceback: a traceback would keep the failed call's
+    frames, and with them the request's bytes and tensors, alive until the garbage collector runs.
+    """
+    try:
+        return await call(*args)
+    except Exception as exc:
+        error = to_serve_error(exc)
+    error.__traceback__ = error.__context__ = error.__cause__ = None
+    return error
+
+
 def _guard(
     method: Callable[[Any, Any], Awaitable[Any]],
     request_type: type[Any],
@@ -216,36 +309,53 @@ def _guard(
     restrictions: Restrictions,
     auth: TokenAuth | None,
 ) -> Callable[[bytes, Any], Awaitable[Any]]:
-    """Parse the request and map data plane errors to gRPC status codes.
+    """A unary handler: access checks, parsing and the call under `guarded`; errors set the status.
 
     Parsing happens here rather than in grpc's deserializer, which would answer a
     malformed message with UNKNOWN; here it is INVALID_ARGUMENT with the reason.
-    An unexpected error costs one call only. Errors set the status instead of raising
-    through `context.abort`: an exception's traceback would keep this frame, and with it
-    the request's bytes and tensors, alive until the garbage collector happens to run.
     """
 
     raw_request = request_type is bytes  # the method parses (and decodes) the bytes itself
 
+    async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        check_restricted(restrictions, auth, api, context)
+        if raw_request:
+            return await method(raw, context)
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError as exc:
+            raise InvalidArgument(f"malformed {request_type.__name__} protobuf: {exc}") from None
+        return await method(request, context)
+
     async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         memory.request_done(len(raw))  # the trim runs after this call has let go of the request
-        try:
-            check_restricted(restrictions, auth, api, context)
-            if raw_request:
-                return await method(raw, context)
-            try:
-                request = request_type.FromString(raw)
-            except DecodeError as exc:
-                raise InvalidArgument(f"malformed {request_type.__name__} protobuf: {exc}") from None
-            return await method(request, context)
-        except ServeError as exc:
-            code, message = exc.grpc_code, exc.message
-        except Exception as exc:
-            log.exception("unhandled error in gRPC handler")
-            code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {clip(str(exc), 300)}"
-        context.set_code(code)
-        context.set_details(message)
+        answer = await guarded(call, raw, context)
+        if not isinstance(answer, ServeError):
+            return answer
+        context.set_code(answer.grpc_code)
+        context.set_details(answer.message)
         return response_type()
+
+    return handler
+
+
+def _guard_stream(
+    method: Callable[[AsyncIterator[bytes], Any], AsyncIterator[bytes]],
+    api: str,
+    restrictions: Restrictions,
+    auth: TokenAuth | None,
+) -> Callable[[AsyncIterator[bytes], Any], AsyncIterator[bytes]]:
+    """A streaming handler: the same access checks and error mapping as `_guard`, then the stream."""
+
+    async def check(context: grpc.aio.ServicerContext) -> None:
+        check_restricted(restrictions, auth, api, context)
+
+    async def handler(messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        refused = await guarded(check, context)
+        if isinstance(refused, ServeError):
+            await context.abort(refused.grpc_code, refused.message)
+        async for reply in method(messages, context):
+            yield reply
 
     return handler
 
@@ -262,7 +372,9 @@ def generic_handler(
         )
         for name, (req, resp) in UNARY.items()
     }
-    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(servicer.ModelStreamInfer)
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        _guard_stream(servicer.ModelStreamInfer, API_OF["ModelStreamInfer"], restrictions, auth)
+    )
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 

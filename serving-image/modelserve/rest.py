@@ -19,17 +19,29 @@ from modelserve import codecs, contract, memory
 from modelserve import config as cfg
 from modelserve.auth import TokenAuth
 from modelserve.bodies import parse_length, read_body
-from modelserve.dataplane import DataPlane, InferInput, InferRequest, InferResponse, RequestedOutput
+from modelserve.dataplane import DataPlane
 from modelserve.errors import (
     InvalidArgument,
     NotFound,
     RequestTimeout,
-    ServeError,
     Unauthenticated,
     client_fault,
     clip,
+    to_serve_error,
 )
+from modelserve.messages import (
+    InferInput,
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    RepositoryEntry,
+    RequestedOutput,
+    ServerMetadata,
+    TensorMetadata,
+)
+from modelserve.metrics import Duration
 from modelserve.restrictions import Restrictions
+from modelserve.statistics import VersionStatistics
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +113,12 @@ class RestApp:
         close = self.closing
         try:
             response = await self._dispatch(scope, receive)
-        except ServeError as exc:
-            response = error_response(exc.http_status, exc.message)
-            if isinstance(exc, Unauthenticated):
-                response.headers = [*response.headers, (b"www-authenticate", b"Bearer")]
-            close = close or isinstance(exc, RequestTimeout)  # the rest of that body is not worth waiting for
         except Exception as exc:  # a bug must cost one request, never the server
-            log.exception("unhandled error for %s %s", scope.get("method"), scope.get("path"))
-            response = error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+            error = to_serve_error(exc)
+            response = error_response(error.http_status, error.message)
+            if isinstance(error, Unauthenticated):
+                response.headers = [*response.headers, (b"www-authenticate", b"Bearer")]
+            close = close or isinstance(error, RequestTimeout)  # the rest of that body is not worth waiting for
         headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
         if close or self.closing:
             headers.append(CONNECTION_CLOSE)
@@ -138,12 +148,12 @@ class RestApp:
             if path == "/v2/health/ready":
                 return Response(200 if dp.ready() else 503)
             if path == "/v2":
-                return json_response(dp.server_metadata())
+                return json_response(server_metadata_json(dp.server_metadata()))
             if path == "/v2/models/stats":
-                return json_response(dp.statistics())
+                return json_response(statistics_json(dp.statistics()))
         if path == "/v2/repository/index" and method == "POST":
             body = parse_json(await self._read_body(scope, receive), allow_empty=True)
-            return json_response(dp.repository_index(bool(body.get("ready", False))))
+            return json_response([index_entry_json(e) for e in dp.repository_index(bool(body.get("ready", False)))])
         match = REPO_ROUTE.match(path)
         if match and method == "POST":
             await self._read_body(scope, receive)
@@ -162,13 +172,13 @@ class RestApp:
         if method != "GET":
             raise NotFound(f"no route for {method} {clip(path)}")
         if action == "":
-            return json_response(dp.model_metadata(name, version))
+            return json_response(model_metadata_json(dp.model_metadata(name, version)))
         if action == "/ready":
             return Response(200 if dp.model_ready(name, version) else 503)
         if action == "/config":
             return json_response(cfg.message_to_json(dp.model_config(name, version)))
         if action == "/stats":
-            return json_response(dp.statistics(name, version))
+            return json_response(statistics_json(dp.statistics(name, version)))
         raise NotFound(f"no route for {method} {clip(path)}")
 
     async def _infer(self, name: str, version: str, scope: Scope, body: bytes) -> Response:
@@ -178,11 +188,11 @@ class RestApp:
         if split is not None and split > len(body):
             raise InvalidArgument(f"Inference-Header-Content-Length {split} is beyond the {len(body)} byte body")
         if len(body) > THREAD_DECODE_BYTES:  # a large body decodes on a worker thread: health never waits on it
-            payload, request = await asyncio.to_thread(decode_body, name, version, body, split)
+            request = await asyncio.to_thread(decode_body, name, version, body, split)
         else:
-            payload, request = decode_body(name, version, body, split)
+            request = decode_body(name, version, body, split)
         response = await self.dataplane.infer(request)
-        return encode_infer_response(request, response, payload)
+        return encode_infer_response(request, response)
 
 
 def parse_json(raw: bytes | memoryview, allow_empty: bool = False) -> dict[str, Any]:
@@ -197,7 +207,7 @@ def parse_json(raw: bytes | memoryview, allow_empty: bool = False) -> dict[str, 
     return payload
 
 
-def decode_body(name: str, version: str, body: bytes, split: int | None) -> tuple[dict[str, Any], InferRequest]:
+def decode_body(name: str, version: str, body: bytes, split: int | None) -> InferRequest:
     """JSON header (+ binary tensor data after `split` bytes) to a request; any failure is the client's."""
     try:
         if split is not None:
@@ -205,7 +215,7 @@ def decode_body(name: str, version: str, body: bytes, split: int | None) -> tupl
             payload, binary = parse_json(view[:split]), view[split:]
         else:
             payload, binary = parse_json(body), memoryview(b"")
-        return payload, decode_infer_request(name, version, payload, binary)
+        return decode_infer_request(name, version, payload, binary)
     except Exception as exc:  # decoding depends on the request alone
         raise client_fault(exc, "cannot decode the inference request") from None
 
@@ -277,7 +287,7 @@ def _request_id(value: Any) -> str:
     raise InvalidArgument(f"'id' must be a string, got a JSON {type(value).__name__}")
 
 
-def encode_infer_response(request: InferRequest, response: InferResponse, payload: dict[str, Any]) -> Response:
+def encode_infer_response(request: InferRequest, response: InferResponse) -> Response:
     binary_default = bool(request.parameters.get("binary_data_output", False))
     wants_binary = {o.name: o.binary for o in request.outputs}
     outputs_json: list[dict[str, Any]] = []
@@ -304,6 +314,69 @@ def encode_infer_response(request: InferRequest, response: InferResponse, payloa
         (HEADER_LENGTH.encode(), str(len(header)).encode()),
     ]
     return Response(200, header + b"".join(chunks), headers)
+
+
+def server_metadata_json(meta: ServerMetadata) -> dict[str, Any]:
+    return {"name": meta.name, "version": meta.version, "extensions": list(meta.extensions)}
+
+
+def _tensor_json(tensor: TensorMetadata) -> dict[str, Any]:
+    return {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+
+
+def model_metadata_json(meta: ModelMetadata) -> dict[str, Any]:
+    return {
+        "name": meta.name,
+        "versions": list(meta.versions),
+        "platform": meta.platform,
+        "inputs": [_tensor_json(t) for t in meta.inputs],
+        "outputs": [_tensor_json(t) for t in meta.outputs],
+    }
+
+
+def index_entry_json(entry: RepositoryEntry) -> dict[str, str]:
+    """An index row as Triton writes it: the name, then only the fields that are set."""
+    row = {"name": entry.name, "version": entry.version, "state": entry.state, "reason": entry.reason}
+    return {key: value for key, value in row.items() if value or key == "name"}
+
+
+def _duration(d: Duration) -> dict[str, int]:
+    return {"count": d.count, "ns": d.ns}
+
+
+def statistics_json(versions: list[VersionStatistics]) -> dict[str, Any]:
+    """Triton's statistics extension answer."""
+    return {"model_stats": [_version_stats_json(v) for v in versions]}
+
+
+def _version_stats_json(v: VersionStatistics) -> dict[str, Any]:
+    s = v.stats
+    return {
+        "name": v.name,
+        "version": v.version,
+        "last_inference": s.last_inference_ms,
+        "inference_count": s.inference_count,
+        "execution_count": s.execution_count,
+        "inference_stats": {
+            "success": _duration(s.success),
+            "fail": _duration(s.fail),
+            "queue": _duration(s.queue),
+            "compute_input": _duration(s.compute_input),
+            "compute_infer": _duration(s.compute_infer),
+            "compute_output": _duration(s.compute_output),
+            "cache_hit": _duration(s.cache_hit),
+            "cache_miss": _duration(s.cache_miss),
+        },
+        "batch_stats": [
+            {
+                "batch_size": size,
+                "compute_input": _duration(b.compute_input),
+                "compute_infer": _duration(b.compute_infer),
+                "compute_output": _duration(b.compute_output),
+            }
+            for size, b in sorted(s.batches.items())
+        ],
+    }
 
 
 class MetricsApp:

@@ -111,6 +111,15 @@ def probe_io(path: Path) -> cfg.ModelIO:
     return model_io(open_session(path, options, ["CPUExecutionProvider"]), str(path))
 
 
+def as_onnx_strings(array: np.ndarray) -> np.ndarray:
+    """BYTES tensors arrive as Python bytes objects; onnxruntime's string tensors take str."""
+    if array.dtype != np.object_:
+        return array
+    return np.vectorize(lambda b: b.decode("utf-8", errors="replace") if isinstance(b, bytes) else b, otypes=[object])(
+        array
+    )
+
+
 class OnnxModel:
     """`instance_count` sessions of one model version; `run` is safe from many threads."""
 
@@ -129,6 +138,7 @@ class OnnxModel:
         log.info("loaded %s with %d instance(s) on %s", path, self.instances, self.providers[0])
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {name: as_onnx_strings(array) for name, array in feeds.items()}
         session = self._sessions.get()
         try:
             results = session.run(self.output_names, feeds)
