@@ -23,7 +23,6 @@ from modeldeploy.prometheus import (
 )
 from modeldeploy.rolloutstate import AnalysisRecord, RolloutState, parse_time
 
-COMMAND_ANNOTATION = names.COMMAND_ANNOTATION
 PROVIDER_OFFLINE = (
     "metrics provider offline when the canary started: analysis paused before judging"
     f" (resume with the {names.COMMAND_ANNOTATION}: resume annotation once it answers)"

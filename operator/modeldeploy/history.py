@@ -70,7 +70,6 @@ def load(
 def record(
     kube: KubeClient,
     md: api.ModelDeployment,
-    owner: dict[str, Any],
     entry: Entry,
     spec: api.ModelDeploymentSpec,
     revision: str,

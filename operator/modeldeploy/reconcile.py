@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from modeldeploy import analysis, api, history, render, rollout, status
+from modeldeploy import analysis, api, history, names, render, rollout, status
 from modeldeploy.kube import KubeClient, ObjectRef
 from modeldeploy.memory import Entry, Memory
 from modeldeploy.prometheus import MetricsProvider
@@ -63,11 +63,9 @@ def managed_refs(md: api.ModelDeployment) -> list[ObjectRef]:
     """Every child the operator may have made for this ModelDeployment (pruned when not rendered)."""
     ns, name = md.metadata.namespace, md.metadata.name
     return [
-        ObjectRef("Deployment", ns, render.workload_name(md, "stable")),
-        ObjectRef("Deployment", ns, render.workload_name(md, "canary")),
+        *(ObjectRef("Deployment", ns, names.workload_name(md, track)) for track in names.TRACKS),
         ObjectRef("Service", ns, name),
-        ObjectRef("Service", ns, f"{name}-stable"),
-        ObjectRef("Service", ns, f"{name}-canary"),
+        *(ObjectRef("Service", ns, names.track_service_name(md, track)) for track in names.TRACKS),
         ObjectRef("HTTPRoute", ns, name),
         ObjectRef("GRPCRoute", ns, name),
         ObjectRef("HorizontalPodAutoscaler", ns, name),
@@ -144,12 +142,9 @@ def _decide(
     """The canary for the desired revision after this reconcile's decision, and the outcome of the
     analysis it ran, if any. A new canary starts at the first step, with its pods not ready yet."""
     if before is None or before.revision != desired:
-        fresh = RolloutState(revision=desired, weight=md.spec.rollout.steps[0])
-        return replace(fresh, last_command=md.metadata.annotations.get(analysis.COMMAND_ANNOTATION)), None
-    live_canary = kube.get(ObjectRef("Deployment", md.metadata.namespace, render.workload_name(md, "canary")))
-    stable_has_it = (live_stable or {}).get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {}).get(
-        render.LABEL_REVISION
-    ) == desired
+        return analysis.start(md, desired, provider), None
+    live_canary = kube.get(ObjectRef("Deployment", md.metadata.namespace, names.workload_name(md, "canary")))
+    stable_has_it = names.pod_revision(live_stable) == desired
     new, ran = analysis.advance(
         md,
         before,
@@ -174,13 +169,13 @@ def _reconcile_locked(
     previous = entry.freshest(body.get("status") or {})
     now = status.now_rfc3339()
     ns, generation = md.metadata.namespace, md.metadata.generation
-    desired = render.revision_of(md.spec, settings.render)
+    desired = names.revision_of(md.spec, settings.render)
     before = RolloutState.decode(previous)
     if created and not entry.history_loaded:
         entry.history_loaded = True  # a new object (a new uid) owns no revisions yet: no list
     stable = history.load(kube, md, entry, settings.render, read_annotation=not created)
-    stable_ref = ObjectRef("Deployment", ns, render.workload_name(md, "stable"))
-    canary_ref = ObjectRef("Deployment", ns, render.workload_name(md, "canary"))
+    stable_ref = ObjectRef("Deployment", ns, names.workload_name(md, "stable"))
+    canary_ref = ObjectRef("Deployment", ns, names.workload_name(md, "canary"))
     use_canary = stable is not None and md.spec.rollout.strategy == "Canary"
 
     # 1. Decide (a canary runs while the stable's revision is not the desired one).
@@ -214,12 +209,12 @@ def _reconcile_locked(
         if created or ref in results:
             continue
         existing = kube.get(ref)
-        if existing is not None and _owned_by(existing, md.metadata.uid) and kube.delete(ref):
+        if existing is not None and names.owned_by(existing, md) and kube.delete(ref):
             outcome.pruned.append(ref)
     entry.applied = set(results)
     stable_spec, stable_revision = (plan.stable.spec, plan.stable.revision) if plan else (md.spec, desired)
     if plan is None or plan.state is None or plan.state.phase != "Promoting":
-        history.record(kube, md, body, entry, stable_spec, stable_revision, settings.revision_history_limit)
+        history.record(kube, md, entry, stable_spec, stable_revision, settings.revision_history_limit)
     if (
         decision is not None
         and decision.phase in ("Progressing", "Paused")
@@ -294,15 +289,14 @@ def refresh_status(
     entry = memory.entry(body)
     with entry.lock:
         previous = entry.freshest(body.get("status") or {})
-        desired = render.revision_of(md.spec, settings.render)
-        child_revision = child.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+        desired = names.revision_of(md.spec, settings.render)
         if (
             previous.get("canary")
             or previous.get("observedGeneration") != md.metadata.generation
             or previous.get("revision") != desired
             or previous.get("stableRevision") not in (None, desired)
             or previous.get("rejectedRevision") == desired
-            or child_revision.get(render.LABEL_REVISION) != desired
+            or names.pod_revision(child) != desired
         ):
             return None
         workload = status.workload_state(child)

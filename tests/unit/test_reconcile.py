@@ -1,6 +1,7 @@
 """One reconcile in-process: an in-memory KubeClient and MetricsProvider, a controlled clock.
 
-Create, a spec change that prunes, a new revision that starts a canary, an analysis that fails and rolls back, an apply the API server refuses,
+Create, a spec change that prunes, a new revision that starts a canary (and one whose metrics
+provider is offline), an analysis that fails and rolls back, an apply the API server refuses,
 an invalid spec, and (hypothesis) that after any sequence of specs exactly the rendered
 children are left.
 """
@@ -143,6 +144,14 @@ def test_a_new_revision_starts_a_canary_beside_the_stable(clock: Clock) -> None:
     assert outcome.status["phase"] == "Progressing" and outcome.status["canary"]["stepStartedAt"] is None
     assert condition(outcome.status, status.PROGRESSING)["reason"] == "Canary"
     assert outcome.analysis is None and op.provider is not None and op.provider.queries == []
+
+
+def test_an_offline_provider_pauses_the_canary_when_it_starts(clock: Clock) -> None:
+    op = Operator(provider=FakeProvider(online=False))
+    outcome = op.reconcile(start_canary(op))
+    assert outcome.status["phase"] == "Paused" and op.kube.names("Deployment") == {"fraud", "fraud-canary"}
+    assert "metrics provider offline" in condition(outcome.status, status.PROGRESSING)["message"]
+    assert outcome.transition is not None and outcome.transition[1].phase == "Paused"
 
 
 def test_a_failed_analysis_rolls_back_at_once(clock: Clock) -> None:
