@@ -1,7 +1,8 @@
 """Serving benchmark: in-process ONNX Runtime, the naive server, and modelserve (HTTP JSON,
 HTTP binary, gRPC) on the MLP and the CNN, at concurrency 1 and 16, in interleaved rounds;
 plus, at concurrency 16, modelserve with `--workers 2` (HTTP JSON, gRPC) and with the response
-cache on (`--cache-config`, the CNN's config enabling it: every request after the first hits).
+cache on (`--cache-config`, the models' configs enabling it): `-cached` sends one body (every request
+after the first hits), `-cached-miss` a unique input each time (every request misses).
 
     python -m bench.serving.run [--rounds 3] [--duration 5] [--out bench/results/serving.json]
 
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -116,11 +119,21 @@ def request_bodies(model: str) -> dict[str, tuple[bytes, dict[str, str]]]:
     }
 
 
-async def _http_worker(session, url, body, headers, stop_at, record) -> int:
+UNIQUE = itertools.count()
+
+
+def unique_body(body: bytes) -> bytes:
+    """The body with its last 8 bytes (inside the input tensor) made unique: a true cache miss."""
+    buf = bytearray(body)
+    struct.pack_into("<Q", buf, len(buf) - 8, next(UNIQUE))
+    return bytes(buf)
+
+
+async def _http_worker(session, url, body, headers, stop_at, record, unique=False) -> int:
     errors = 0
     while time.perf_counter() < stop_at:
         t0 = time.perf_counter()
-        async with session.post(url, data=body, headers=headers) as response:
+        async with session.post(url, data=unique_body(body) if unique else body, headers=headers) as response:
             await response.read()
             ok = response.status == 200
         record(time.perf_counter() - t0) if ok else None
@@ -166,7 +179,9 @@ async def drive(target: str, address: str, model: str, body: bytes, headers: dic
         connector = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
             tasks = [
-                asyncio.create_task(_http_worker(session, f"http://{address}{path}", body, headers, stop_at, record))
+                asyncio.create_task(
+                    _http_worker(session, f"http://{address}{path}", body, headers, stop_at, record, "-miss" in target)
+                )
                 for _ in range(concurrency)
             ]
             await asyncio.sleep(warmup)
@@ -233,7 +248,7 @@ async def measure(cells: dict[str, Cell], repo: Path, rounds: int, seconds: floa
     try:
         for round_index in range(rounds):
             for cell in cells.values():
-                address = addresses[cell.target]
+                address = addresses[cell.target.replace("-miss", "")]
                 sampler = samplers[server_of(cell.target)]
                 body, headers = bodies[cell.model][transport(cell.target)]
                 stop = asyncio.Event()
@@ -279,6 +294,7 @@ def cached_repository(repo: Path) -> Path:
 
 
 def server_of(target: str) -> str:
+    target = target.replace("-miss", "")
     for suffix in ("-http-json", "-http-binary", "-grpc"):
         target = target.removesuffix(suffix)
     return target
@@ -286,7 +302,7 @@ def server_of(target: str) -> str:
 
 def transport(target: str) -> str:
     """The request body a target sends: modelserve-w2-grpc sends what modelserve-grpc does."""
-    for variant in ("-w2", "-cached"):
+    for variant in ("-w2", "-cached", "-miss"):
         target = target.replace(variant, "")
     return target
 
@@ -346,6 +362,8 @@ def report(cells: dict[str, Cell], ceiling_rows: list[dict], memory: dict[str, f
         lines.append(f"- {model}, concurrency 16, 2 workers, grpc vs HTTP JSON: {gain:.2f}x")
     cached = rps("cnn", "modelserve-cached-http-binary", 16) / rps("cnn", "modelserve-http-binary", 16)
     lines.append(f"- cnn, concurrency 16, HTTP binary, cache hits vs no cache: {cached:.2f}x (goal >= 3x)")
+    missed = rps("cnn", "modelserve-cached-http-binary", 16) / rps("cnn", "modelserve-cached-miss-http-binary", 16)
+    lines.append(f"- cnn, concurrency 16, HTTP binary, cache hits vs true misses (a unique input each): {missed:.2f}x")
     lines.append(
         f"- memory per worker (2 workers, largest worker): {memory['workers_idle_rss_mib_per_worker']:.0f} MiB"
         f" idle, {memory['workers_peak_rss_mib_per_worker']:.0f} MiB peak"
@@ -385,6 +403,7 @@ def main() -> None:
                 Cell(model, "modelserve-w2-http-json", 16),
                 Cell(model, "modelserve-w2-grpc", 16),
                 Cell(model, "modelserve-cached-http-binary", 16),
+                Cell(model, "modelserve-cached-miss-http-binary", 16),
             ]
             if args.only in c.key
         }
