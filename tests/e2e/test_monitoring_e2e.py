@@ -31,7 +31,7 @@ import pytest
 import tritonclient.http as httpclient
 import yaml
 
-from modeldeploy import render
+from modeldeploy import names
 from modelserve import examples
 from modelserve.launcher import ServingProcess
 from tests.e2e.canary_env import Cluster, api_client, running_operator, scratch_namespace, wait_for
@@ -72,12 +72,12 @@ class Pods:
     loaders: list[threading.Thread] = field(default_factory=list)
 
     def serve(self, cluster: Cluster) -> None:
-        for pod in cluster.pods(f"{render.LABEL_DEPLOYMENT}={NAME}"):
+        for pod in cluster.pods(f"{names.LABEL_DEPLOYMENT}={NAME}"):
             name, ip = pod["metadata"]["name"], pod.get("status", {}).get("podIP")
             if ip and name not in self.servers and not pod["metadata"].get("deletionTimestamp"):
                 server = PodServer(self.repo, args=[f"--http-address={ip}", f"--grpc-address={ip}"], host=ip,
-                                   http_port=render.HTTP_PORT, grpc_port=render.GRPC_PORT,
-                                   metrics_port=render.METRICS_PORT, log_path=self.repo.parent / f"{name}.log")  # fmt: skip
+                                   http_port=names.HTTP_PORT, grpc_port=names.GRPC_PORT,
+                                   metrics_port=names.METRICS_PORT, log_path=self.repo.parent / f"{name}.log")  # fmt: skip
                 self.servers[name] = server.start()
                 loader = threading.Thread(target=_load, args=(server, self.stop), daemon=True)
                 loader.start()
@@ -294,7 +294,7 @@ def test_scrape_job_and_pod_monitor_feed_the_canary_analysis(
                 cluster.apply(NAME, replicas=2, rollout=ROLLOUT, monitoring=MONITORING)
                 wait_for(lambda: cluster.status(NAME).get("readyReplicas") == 2, what="v1 ready", timeout=60)
                 pm = wait_for(lambda: pod_monitor(cluster), what="the PodMonitor", timeout=30)
-                assert pm["spec"]["selector"] == {"matchLabels": {render.LABEL_DEPLOYMENT: NAME}}
+                assert pm["spec"]["selector"] == {"matchLabels": {names.LABEL_DEPLOYMENT: NAME}}
                 pods.serve(cluster)
                 stable_pods = set(pods.servers)
 
@@ -303,11 +303,11 @@ def test_scrape_job_and_pod_monitor_feed_the_canary_analysis(
                          timeout=30)  # fmt: skip
 
                 cluster.apply(NAME, replicas=2, rollout=ROLLOUT, monitoring=MONITORING, model=V2)
-                wait_for(lambda: cluster.pods(f"{render.LABEL_TRACK}=canary") and all(
-                    p["status"].get("podIP") for p in cluster.pods(f"{render.LABEL_TRACK}=canary")),
+                wait_for(lambda: cluster.pods(f"{names.LABEL_TRACK}=canary") and all(
+                    p["status"].get("podIP") for p in cluster.pods(f"{names.LABEL_TRACK}=canary")),
                     what="a canary pod with an IP", timeout=60)  # fmt: skip
                 pods.serve(cluster)
-                canary_pods = {p["metadata"]["name"] for p in cluster.pods(f"{render.LABEL_TRACK}=canary")}
+                canary_pods = {p["metadata"]["name"] for p in cluster.pods(f"{names.LABEL_TRACK}=canary")}
                 wait_for(lambda: by_track(prom, file_job).get("canary") == canary_pods,
                          what="the canary pod scraped through its labels", timeout=30)  # fmt: skip
 
@@ -326,7 +326,7 @@ def test_scrape_job_and_pod_monitor_feed_the_canary_analysis(
 
                 # The PodMonitor as the Prometheus Operator would turn it into a scrape job.
                 pm_prom_dir = tmp_path / "prometheus-podmonitor"
-                selector = f"{render.LABEL_DEPLOYMENT}={NAME}"
+                selector = f"{names.LABEL_DEPLOYMENT}={NAME}"
 
                 def promoted_pods() -> set[str] | None:
                     found = [p for p in cluster.pods(selector) if not p["metadata"].get("deletionTimestamp")]

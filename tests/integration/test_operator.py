@@ -8,7 +8,7 @@ from typing import Any
 import kmock
 import pytest
 
-from modeldeploy.render import LABEL_DEPLOYMENT, LABEL_TRACK
+from modeldeploy.names import LABEL_DEPLOYMENT, LABEL_TRACK
 from tests.integration.operator_env import (
     MD_RESOURCE,
     create,

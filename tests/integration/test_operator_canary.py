@@ -14,7 +14,7 @@ from typing import Any
 import kmock
 import pytest
 
-from modeldeploy import canary, render
+from modeldeploy import canary, names
 from tests.integration.operator_env import (
     MD_RESOURCE,
     create,
@@ -56,7 +56,7 @@ async def test_new_revision_starts_a_canary_then_abort_rolls_back(kmock: kmock.K
         canary_dep = await eventually(lambda: obj(kmock, DEPLOY, "ml", "fraud-canary"), what="canary Deployment")
         stable, can = canary.apportion(4, 25)
         assert canary_dep["spec"]["replicas"] == can
-        assert canary_dep["spec"]["template"]["metadata"]["labels"][render.LABEL_TRACK] == "canary"
+        assert canary_dep["spec"]["template"]["metadata"]["labels"][names.LABEL_TRACK] == "canary"
         await eventually(lambda: obj(kmock, DEPLOY, "ml", "fraud")["spec"]["replicas"] == stable, what="stable scaled")
         assert (
             "--max-batch-size=8"

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
-from modeldeploy import api, render
+from modeldeploy import api, names, render
 from modelserve import cli, fetchcli
 from tests.unit.test_render import EXAMPLES, by_kind, load, md_from_spec, spec_strategy
 
@@ -55,8 +55,8 @@ def test_examples_render_commands_modelserve_accepts(path: Path) -> None:
     parsed = check(md)
     server = next(args for name, args in parsed.items() if hasattr(args, "model_repository"))
     assert server.max_batch_size == md.spec.runtime.max_batch_size
-    assert server.http_port == render.HTTP_PORT and server.grpc_port == render.GRPC_PORT
-    assert server.metrics_port == render.METRICS_PORT
+    assert server.http_port == names.HTTP_PORT and server.grpc_port == names.GRPC_PORT
+    assert server.metrics_port == names.METRICS_PORT
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

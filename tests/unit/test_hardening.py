@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from modeldeploy import api, hardening, reconcile, render
+from modeldeploy import api, hardening, names, reconcile, render
 
 
 def md(uri: str = "s3://b/fraud", **spec: Any) -> api.ModelDeployment:
@@ -117,12 +117,12 @@ def test_network_policy_defaults_to_the_namespace() -> None:
         "labels": render.common_labels(md()),
         "ownerReferences": [render.owner_reference(md())],
     }
-    assert policy["spec"]["podSelector"] == {"matchLabels": {render.LABEL_DEPLOYMENT: "fraud"}}
+    assert policy["spec"]["podSelector"] == {"matchLabels": {names.LABEL_DEPLOYMENT: "fraud"}}
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     serving, metrics = policy["spec"]["ingress"]
     assert serving["from"] == [{"podSelector": {}}]
-    assert [p["port"] for p in serving["ports"]] == [render.HTTP_PORT, render.GRPC_PORT]
-    assert metrics == {"ports": [{"protocol": "TCP", "port": render.METRICS_PORT}]}
+    assert [p["port"] for p in serving["ports"]] == [names.HTTP_PORT, names.GRPC_PORT]
+    assert metrics == {"ports": [{"protocol": "TCP", "port": names.METRICS_PORT}]}
 
 
 def test_network_policy_peers() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from modeldeploy import api, monitoring, prometheus, reconcile, render
+from modeldeploy import api, monitoring, names, prometheus, reconcile, render
 
 ROOT = Path(__file__).parents[2]
 SCRAPE_CONFIG = ROOT / "examples" / "monitoring" / "prometheus-scrape-config.yaml"
@@ -37,14 +37,14 @@ def test_pod_monitor_selects_both_tracks_and_relabels() -> None:
     assert pm["apiVersion"] == "monitoring.coreos.com/v1"
     assert pm["metadata"]["name"] == "fraud" and pm["metadata"]["namespace"] == "ml"
     assert pm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert pm["metadata"]["labels"][render.LABEL_DEPLOYMENT] == "fraud"
-    assert pm["spec"]["selector"] == {"matchLabels": {render.LABEL_DEPLOYMENT: "fraud"}}, "no track: both tracks"
+    assert pm["metadata"]["labels"][names.LABEL_DEPLOYMENT] == "fraud"
+    assert pm["spec"]["selector"] == {"matchLabels": {names.LABEL_DEPLOYMENT: "fraud"}}, "no track: both tracks"
     assert pm["spec"]["namespaceSelector"] == {"matchNames": ["ml"]}
     (endpoint,) = pm["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics" and endpoint["interval"] == "5s"
     deployment = next(o for o in render.render(md()) if o["kind"] == "Deployment")
     ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
-    assert {"name": "metrics", "containerPort": render.METRICS_PORT, "protocol": "TCP"} in ports
+    assert {"name": "metrics", "containerPort": names.METRICS_PORT, "protocol": "TCP"} in ports
     targets = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
     assert targets["modeldeploy_deployment"] == ["__meta_kubernetes_pod_label_modeldeploy_io_deployment"]
     assert targets["modeldeploy_track"] == ["__meta_kubernetes_pod_label_modeldeploy_io_track"]
@@ -72,7 +72,7 @@ def test_scrape_config_file_carries_the_same_rules() -> None:
 
 
 def test_monitoring_is_no_new_revision_and_is_pruned_when_dropped() -> None:
-    assert render.revision_of(md().spec, render.RenderSettings()) == render.revision_of(
+    assert names.revision_of(md().spec, render.RenderSettings()) == names.revision_of(
         md(monitoring={"podMonitor": True}).spec, render.RenderSettings()
     )
     refs = reconcile.managed_refs(md())

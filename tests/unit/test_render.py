@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from modeldeploy import api, render
+from modeldeploy import api, names, render
 from tests.k8s_schemas import assert_valid_kubernetes_object
 
 ROOT = Path(__file__).parents[2]
@@ -32,7 +32,9 @@ def load(path: Path, uid: str | None = None) -> api.ModelDeployment:
 
 def md_from_spec(spec: dict[str, Any], name: str = "m1") -> api.ModelDeployment:
     metadata = {"name": name, "namespace": "ns", "uid": UID}
-    return api.parse_model_deployment({"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": metadata, "spec": spec})
+    return api.parse_model_deployment(
+        {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": metadata, "spec": spec}
+    )
 
 
 def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -236,9 +238,9 @@ def test_labels_carry_model_revision_and_track() -> None:
     objects = render.render(load(EXAMPLES[0]))
     deployment = by_kind(objects)["Deployment"]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert labels[render.LABEL_TRACK] == "stable"
-    assert labels[render.LABEL_MODEL] == "fraud"
-    assert labels[render.LABEL_REVISION] == deployment["metadata"]["annotations"][render.LABEL_REVISION]
+    assert labels[names.LABEL_TRACK] == "stable"
+    assert labels[names.LABEL_MODEL] == "fraud"
+    assert labels[names.LABEL_REVISION] == deployment["metadata"]["annotations"][names.LABEL_REVISION]
     assert set(deployment["spec"]["selector"]["matchLabels"].items()) <= set(labels.items())
     service = by_kind(objects)["Service"]
     assert set(service["spec"]["selector"].items()) <= set(labels.items())
@@ -246,12 +248,12 @@ def test_labels_carry_model_revision_and_track() -> None:
 
 def test_revision_tracks_pod_changes_only() -> None:
     base = {"model": {"name": "m", "storageUri": "s3://b/m"}, "replicas": 2}
-    rev = render.revision_of(md_from_spec(base).spec, render.RenderSettings())
-    assert rev == render.revision_of(md_from_spec({**base, "replicas": 5}).spec, render.RenderSettings())
-    assert rev != render.revision_of(
+    rev = names.revision_of(md_from_spec(base).spec, render.RenderSettings())
+    assert rev == names.revision_of(md_from_spec({**base, "replicas": 5}).spec, render.RenderSettings())
+    assert rev != names.revision_of(
         md_from_spec({**base, "model": {**base["model"], "version": 2}}).spec, render.RenderSettings()
     )
-    assert rev != render.revision_of(md_from_spec(base).spec, render.RenderSettings(serving_image="other:1"))
+    assert rev != names.revision_of(md_from_spec(base).spec, render.RenderSettings(serving_image="other:1"))
 
 
 @pytest.mark.parametrize(("replicas", "has_pdb"), [(1, False), (2, True), (0, False)])
@@ -359,6 +361,6 @@ def test_storage_changes_are_a_new_revision() -> None:
     base = {"model": {"name": "m", "storageUri": "s3://b/m"}}
     with_creds = {"model": {**base["model"], "storage": {"envFrom": [{"secretRef": {"name": "s"}}]}}}
     settings_ = render.RenderSettings()
-    assert render.revision_of(md_from_spec(base).spec, settings_) != render.revision_of(
+    assert names.revision_of(md_from_spec(base).spec, settings_) != names.revision_of(
         md_from_spec(with_creds).spec, settings_
     )

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modeldeploy import api, canary, render, rollout
+from modeldeploy import api, canary, names, render, rollout
 from tests.k8s_schemas import assert_valid_kubernetes_object
 
 SETTINGS = render.RenderSettings()
@@ -28,7 +28,7 @@ def md_of(s: api.ModelDeploymentSpec) -> api.ModelDeployment:
 def plan_for(
     new: api.ModelDeploymentSpec, old: api.ModelDeploymentSpec | None, state=None, **kw: Any
 ) -> rollout.RolloutPlan:
-    revision = render.revision_of(new, SETTINGS)
+    revision = names.revision_of(new, SETTINGS)
     return rollout.plan(new, SETTINGS, stable_spec=old, state=state, state_revision=revision if state else None,
                         rejected_revision=kw.pop("rejected", None), **kw)  # fmt: skip
 
@@ -53,7 +53,7 @@ def test_rolling_update_strategy_skips_the_canary() -> None:
 
 def test_rejected_revision_is_not_retried() -> None:
     new = spec(2, replicas=2)
-    p = plan_for(new, spec(1, replicas=2), rejected=render.revision_of(new, SETTINGS))
+    p = plan_for(new, spec(1, replicas=2), rejected=names.revision_of(new, SETTINGS))
     assert p.canary is None and p.stable.spec.model.version == 1 and p.weight == 0
 
 
@@ -87,8 +87,8 @@ def test_rendered_plan_is_valid_and_labels_tracks(step: int, replicas: int) -> N
     for obj in objects:
         assert_valid_kubernetes_object(obj)
     stable, can = deployments["fraud"], deployments["fraud-canary"]
-    assert stable["spec"]["template"]["metadata"]["labels"][render.LABEL_TRACK] == "stable"
-    assert can["spec"]["template"]["metadata"]["labels"][render.LABEL_TRACK] == "canary"
+    assert stable["spec"]["template"]["metadata"]["labels"][names.LABEL_TRACK] == "stable"
+    assert can["spec"]["template"]["metadata"]["labels"][names.LABEL_TRACK] == "canary"
     assert rollout.stable_spec_of(stable) == old, "the stable Deployment carries the spec it runs"
     assert stable["spec"]["replicas"] + can["spec"]["replicas"] >= replicas
 
@@ -106,12 +106,12 @@ def test_gateway_mode_renders_weighted_route_and_track_services() -> None:
     assert [(b["name"], b["port"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] == [
         ("fraud-stable", 8001, 75), ("fraud-canary", 8001, 25)]  # fmt: skip
     services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
-    assert services["fraud-canary"]["spec"]["selector"][render.LABEL_TRACK] == "canary"
+    assert services["fraud-canary"]["spec"]["selector"][names.LABEL_TRACK] == "canary"
     assert p.stable.replicas == 4, "with exact weights from the route the stable keeps all its pods"
 
 
 def test_unreadable_spec_annotation_is_ignored() -> None:
-    assert rollout.stable_spec_of({"metadata": {"annotations": {render.SPEC_ANNOTATION: "{not json"}}}) is None
+    assert rollout.stable_spec_of({"metadata": {"annotations": {names.SPEC_ANNOTATION: "{not json"}}}) is None
     assert rollout.stable_spec_of(None) is None
 
 
