@@ -26,6 +26,7 @@ from modeldeploy import cel
 from modeldeploy.apibase import ApiModel
 from modeldeploy.securityapi import SecuritySpec
 from modeldeploy.storageapi import CHECKSUM_PATTERN, MODEL_SOURCE_RULES, EnvVar, ModelStorage, storage_problem
+from modelserve.contract import DEFAULT_MAX_QUEUE_SIZE
 
 GROUP = "modeldeploy.io"
 VERSION = "v1alpha1"
@@ -167,7 +168,7 @@ class RuntimeSpec(ApiModel):
         default_factory=list, max_length=8, description="Batch sizes the batcher dispatches as soon as reached."
     )
     max_queue_size: int = Field(
-        default=1024,
+        default=DEFAULT_MAX_QUEUE_SIZE,
         ge=1,
         le=1_000_000,
         description="Requests queued per model before new ones are refused with HTTP 503 / gRPC UNAVAILABLE.",

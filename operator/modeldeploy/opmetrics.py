@@ -13,6 +13,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from modeldeploy.names import PROM_LABEL_DEPLOYMENT
+
 OUTCOMES = ("success", "invalid_spec", "transient_error", "error")
 
 
@@ -41,7 +43,7 @@ class OperatorMetrics:
         self.canary_weight = Gauge(
             "modeldeploy_canary_weight",
             "Traffic share of the running canary in percent; 0 when none runs",
-            ["modeldeploy_namespace", "modeldeploy_deployment"],
+            ["modeldeploy_namespace", PROM_LABEL_DEPLOYMENT],  # the serving series' label (the dashboard joins on it)
             registry=self.registry,
         )
 
