@@ -210,9 +210,6 @@ def _run_server(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     from modelserve.repository import RepositorySettings
 
     server.configure_logging(args.log_verbose, args.log_format)
-    workers = args.workers if args.workers > 0 else supervisor.available_cores()
-    if workers > 1 and not os.environ.get(workerstate.ENV_DIR):
-        return supervisor.run(argv, workers, args.intra_op_threads)
     memory.tune_allocator()
     parameters: dict[str, str] = {}
     if args.quantization is not None:
@@ -295,6 +292,10 @@ def _run_server(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # Flags are checked above, once, before any worker starts: a bad one is one line and exit 2.
+    workers = args.workers if args.workers > 0 else supervisor.available_cores()
+    if workers > 1 and not os.environ.get(workerstate.ENV_DIR):
+        return supervisor.run(argv, workers, args.intra_op_threads)
     try:
         if args.event_loop == "uvloop":
             import uvloop

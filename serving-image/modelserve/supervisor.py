@@ -110,7 +110,7 @@ class Supervisor:
                     log.error("worker %d exited with %d before serving; stopping", index, proc.returncode)
                     self._signal(signal.SIGTERM, None)
                     self._wait_all()
-                    return 1
+                    return proc.returncode if proc.returncode > 0 else 1
                 log.warning("worker %d (pid %d) exited with %d; replacing it", index, proc.pid, proc.returncode)
                 time.sleep(max(0.0, RESTART_BACKOFF_SECONDS - (time.monotonic() - self.started_at[index])))
                 self._spawn(index)
