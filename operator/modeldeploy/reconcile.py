@@ -198,15 +198,16 @@ def _reconcile_locked(
     # 2. Apply what the decision needs; prune what it does not (a rolled-back canary at once).
     objects = render.render(md, settings.render, plan)
     refs = [ObjectRef.of(obj) for obj in objects]
-    if entry.applied is not None:
-        entry.applied.update(refs)  # still pruned later should this reconcile fail half-way
+    known = entry.applied  # None: this process has applied nothing for it yet
+    entry.applied = (known or set()) | set(refs)  # still pruned later should this reconcile fail half-way
     results = dict(zip(refs, kube.apply_all(objects, probably_new=created), strict=True))
     outcome.applied.extend(refs)
     # Prune: every child it may have made once per process (a former process may have made any),
     # then only what this process applied before and no longer renders (no reads on a resync).
-    candidates = managed_refs(md) if entry.applied is None else [r for r in managed_refs(md) if r in entry.applied]
+    # A new object's first attempt has nothing to prune; a retried one may (its spec may have changed).
+    candidates = managed_refs(md) if known is None else [r for r in managed_refs(md) if r in entry.applied]
     for ref in candidates:
-        if created or ref in results:
+        if (created and known is None) or ref in results:
             continue
         existing = kube.get(ref)
         if existing is not None and names.owned_by(existing, md) and kube.delete(ref):
