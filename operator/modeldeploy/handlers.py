@@ -136,6 +136,7 @@ def _owner_key(body: kopf.Body) -> tuple[str, str] | None:
 
 def child_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A child Deployment's event: its owner's status follows within the event's latency."""
+    memo.memory.saw_child(dict(body), deleted=type == "DELETED")
     key = _owner_key(body)
     owner = memo.memory.owner(key) if key else None
     if owner is None:

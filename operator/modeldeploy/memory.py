@@ -38,6 +38,20 @@ def slim(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def child_summary(deployment: dict[str, Any]) -> dict[str, Any]:
+    """What a reconcile reads of a live child Deployment (identity, replicas, pod labels, status)."""
+    meta, spec = deployment.get("metadata", {}), deployment.get("spec") or {}
+    keep = ("name", "namespace", "uid", "generation", "resourceVersion", "labels", "ownerReferences")
+    return {
+        "metadata": {k: meta[k] for k in keep if k in meta},
+        "spec": {
+            "replicas": spec.get("replicas"),
+            "template": {"metadata": (spec.get("template") or {}).get("metadata") or {}},
+        },
+        "status": deployment.get("status") or {},
+    }
+
+
 @dataclass(frozen=True)
 class StableRevision:
     revision: str
@@ -54,6 +68,9 @@ class Entry:
     apply_failures: int = 0
     command_pending: bool = False  # a modeldeploy.io/rollout command is being acted on
     applied: set[Any] | None = None  # the children (ObjectRefs) the last reconcile applied; None: unknown
+    # Watched children (ObjectRef -> (digest of what was applied, resourceVersion the apply answered)):
+    # while the live child still has that resourceVersion, re-applying the same object changes nothing.
+    applied_versions: dict[Any, tuple[str, str]] = field(default_factory=dict)
 
     def freshest(self, observed: dict[str, Any]) -> dict[str, Any]:
         """The remembered status unless the observed one is about a newer generation."""
@@ -73,6 +90,7 @@ class Memory:
 
     def __init__(self) -> None:
         self.known: dict[Key, dict[str, Any]] = {}
+        self.children: dict[Key, dict[str, Any]] = {}  # watched child Deployments, as `child_summary` keeps them
         self._entries: dict[str, Entry] = {}
         self._guard = threading.Lock()
 
@@ -94,6 +112,14 @@ class Memory:
         self.known.pop((meta.get("namespace") or "default", meta.get("name")), None)
         with self._guard:
             self._entries.pop(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}", None)
+
+    def saw_child(self, child: dict[str, Any], *, deleted: bool = False) -> None:
+        meta = child.get("metadata", {})
+        key = (meta.get("namespace") or "default", meta.get("name"))
+        if deleted or meta.get("deletionTimestamp"):
+            self.children.pop(key, None)
+        else:
+            self.children[key] = child_summary(child)
 
     def owner(self, key: Key) -> dict[str, Any] | None:
         return self.known.get(key)

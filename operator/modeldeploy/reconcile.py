@@ -13,13 +13,15 @@ comes first, so a rollback or promotion is applied in the same reconcile that de
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from modeldeploy import analysis, api, history, names, render, rollout, status
 from modeldeploy.kube import KubeClient, ObjectRef
-from modeldeploy.memory import Entry, Memory
+from modeldeploy.memory import Entry, Key, Memory
 from modeldeploy.prometheus import MetricsProvider
 from modeldeploy.rolloutstate import RolloutState
 from modeldeploy.settings import OperatorSettings
@@ -125,7 +127,7 @@ def reconcile(
     md = parse_body(body)
     entry = memory.entry(body)
     with entry.lock:
-        outcome = _reconcile_locked(body, md, kube, settings, entry, created, provider)
+        outcome = _reconcile_locked(body, md, kube, settings, entry, created, provider, memory.children)
         entry.apply_failures = 0
         return outcome
 
@@ -156,6 +158,26 @@ def _decide(
     return new, ran.value if ran is not None else None
 
 
+def _digest(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _unchanged_children(
+    objects: list[dict[str, Any]], entry: Entry, children: dict[Key, dict[str, Any]]
+) -> dict[ObjectRef, dict[str, Any]]:
+    """Rendered Deployments whose live object (from the watch) is still the one this process last
+    applied them as, unchanged since by anyone: re-applying them would change nothing. Any edit
+    (drift) gives the live object a new resourceVersion, so it is applied again."""
+    found = {}
+    for obj in objects:
+        ref = ObjectRef.of(obj)
+        live = children.get((ref.namespace, ref.name)) if ref.kind == "Deployment" else None
+        version = (live or {}).get("metadata", {}).get("resourceVersion")
+        if live is not None and version and entry.applied_versions.get(ref) == (_digest(obj), version):
+            found[ref] = live
+    return found
+
+
 def _reconcile_locked(
     body: dict[str, Any],
     md: api.ModelDeployment,
@@ -164,7 +186,9 @@ def _reconcile_locked(
     entry: Entry,
     created: bool,
     provider: MetricsProvider | None,
+    children: dict[Key, dict[str, Any]],
 ) -> Outcome:
+    """`children`: the watched child Deployments (empty where nothing watches them)."""
     outcome = Outcome()
     previous = entry.freshest(body.get("status") or {})
     now = status.now_rfc3339()
@@ -182,7 +206,9 @@ def _reconcile_locked(
     decision: RolloutState | None = None
     plan: rollout.RolloutPlan | None = None
     if stable is not None and use_canary:
-        live_stable = kube.get(stable_ref)
+        settled = before is None and stable.revision == desired  # no canary: only its replicas are read
+        cached = children.get((ns, stable_ref.name)) if settled else None
+        live_stable = cached if cached is not None else kube.get(stable_ref)
         if stable.revision != desired and desired != previous.get("rejectedRevision"):
             decision, outcome.analysis = _decide(md, kube, before, desired, live_stable, provider, now)
         plan = rollout.plan(
@@ -200,7 +226,14 @@ def _reconcile_locked(
     refs = [ObjectRef.of(obj) for obj in objects]
     known = entry.applied  # None: this process has applied nothing for it yet
     entry.applied = (known or set()) | set(refs)  # still pruned later should this reconcile fail half-way
-    results = dict(zip(refs, kube.apply_all(objects, probably_new=created), strict=True))
+    unchanged = {} if created else _unchanged_children(objects, entry, children)
+    to_apply = [obj for obj, ref in zip(objects, refs, strict=True) if ref not in unchanged]
+    answers = kube.apply_all(to_apply, probably_new=created)
+    results = {**unchanged, **{ObjectRef.of(obj): answer for obj, answer in zip(to_apply, answers, strict=True)}}
+    for obj, answer in zip(to_apply, answers, strict=True):
+        version = (answer.get("metadata") or {}).get("resourceVersion")
+        if obj["kind"] == "Deployment" and version:
+            entry.applied_versions[ObjectRef.of(obj)] = (_digest(obj), version)
     outcome.applied.extend(refs)
     # Prune: every child it may have made once per process (a former process may have made any),
     # then only what this process applied before and no longer renders (no reads on a resync).
