@@ -48,12 +48,13 @@ from tests.integration.test_canary_prometheus import phase, rollout_to_v2
 
 pytestmark = [
     pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is installed by `make install`"),
-    pytest.mark.timeout(150),
+    pytest.mark.timeout(360),  # bounds a run on a loaded 2-core machine; the waits below are what they need
 ]
 NS, NAME = "ml", "watched"
 PODS = {"stable": f"{NAME}-6d8f9c7b5-x2k4q", "canary": f"{NAME}-canary-7f5d6c8b9-p9zrt"}
 OPERATOR_METRICS = {"modeldeploy_canary_analyses_total", "modeldeploy_canary_promotions_total",
                     "modeldeploy_canary_rollbacks_total", "modeldeploy_canary_weight"}  # fmt: skip
+OPERATOR_COUNTERS = sorted(name for name in OPERATOR_METRICS if name.endswith("_total"))  # the dashboard's increase()
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +100,14 @@ def serving(
         with running_prometheus(workdir / "prometheus", jobs) as prom:
             for loader in loaders:
                 loader.start()
-            wait_until(lambda: len(prom.query('up{job="modelserve"} == 1')) == 2, 30, "both modelserve targets scraped")
+            wait_until(lambda: len(prom.query('up{job="modelserve"} == 1')) == 2, 60, "both modelserve targets scraped")
             # Enough samples under load for every 10 s window the queries use.
             wait_until(
-                lambda: len(prom.query("rate(nv_inference_count[10s]) > 5")) == 2, 30, "both pods' load in Prometheus"
+                lambda: len(prom.query("rate(nv_inference_count[10s]) > 5")) == 2, 60, "both pods' load in Prometheus"
             )
-            time.sleep(3)  # a few more samples in each window
+            wait_until(  # a few more samples in each 10 s window the queries use
+                lambda: len(prom.query("count_over_time(nv_inference_count[10s]) >= 5")) == 2, 60, "5 samples per pod"
+            )
             yield prom, servers, operator_port
     finally:
         stop.set()
@@ -198,9 +201,14 @@ async def test_dashboard_panels_and_contract(
         metrics: OperatorMetrics = memo.metrics
         server, thread = start_http_server(operator_port, addr="127.0.0.1", registry=metrics.registry)
         try:
-            await eventually(lambda: phase(kmock, NAME) == "Succeeded", what="the canary promoted", timeout=40)
-            wait_until(lambda: prom.query("modeldeploy_canary_analyses_total"), 15, "operator metrics scraped")
-            wait_until(lambda: prom.query("modeldeploy_canary_promotions_total > 0"), 15, "promotion scraped")
+            await eventually(lambda: phase(kmock, NAME) == "Succeeded", what="the canary promoted", timeout=120)
+            # increase() over the dashboard's range needs two samples of a series; the endpoint starts after
+            # the analyses ran, so wait for a second scrape of every operator counter, with the promotion in it.
+            for counter in OPERATOR_COUNTERS:
+                wait_until(
+                    lambda c=counter: prom.query(f"min(count_over_time({c}[5m])) >= 2"), 60, f"{counter} scraped twice"
+                )
+            wait_until(lambda: prom.query("modeldeploy_canary_promotions_total > 0"), 60, "promotion scraped")
 
             variables = {"namespace": NS, "deployment": NAME}
             failures = []
