@@ -236,6 +236,21 @@ def run(
         last_pod = max((seconds(ready_since(p)) for p in pods if ready_since(p)), default=0.0)
         last_md = max((seconds(ready_since(m)) for m in mds if ready_since(m) and is_ready(m)), default=0.0)
         result["ready_after_last_pod_s"] = round(last_md - last_pod, 1)
+        # Per ModelDeployment: its Ready after its own pod's Ready (the controller-manager's and the
+        # operator's share; the fake kubelet's pace left out).
+        pod_ready: dict[tuple[str, str], float] = {}
+        for pod in pods:
+            owner = (pod["metadata"].get("labels") or {}).get("modeldeploy.io/deployment")
+            if owner and ready_since(pod):
+                key = (pod["metadata"]["namespace"], owner)
+                pod_ready[key] = max(pod_ready.get(key, 0.0), seconds(ready_since(pod)))
+        lags = sorted(
+            seconds(ready_since(m)) - pod_ready[key]
+            for m in mds
+            if is_ready(m) and (key := (m["metadata"]["namespace"], m["metadata"]["name"])) in pod_ready
+        )
+        if lags:
+            result["ready_after_own_pod_s"] = {"median": lags[len(lags) // 2], "max": lags[-1], "n": len(lags)}
         result["peak_rss_busy_mib"] = round(peak[0] / 2**20, 1)
         result["operator_cpu_busy_s"] = round(sum(process.cpu_times()[:2]), 1)
         cpu_after = cpu_seconds(others)
