@@ -155,7 +155,7 @@ async def serve(kind: str, port: int) -> None:
     repository = Repository(settings)
     await repository.load_startup_models()
     dp = DataPlane(repository)
-    dp.started = True
+    dp.lifecycle.started = True
     if kind == "http-json":  # modelserve's REST app under uvicorn + httptools, for reference
         import uvicorn
 

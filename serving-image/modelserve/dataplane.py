@@ -21,22 +21,16 @@ from modelserve.errors import InferenceFailed, ServeError, Unavailable
 from modelserve.faults import FaultInjector
 from modelserve.lifecycle import Lifecycle
 from modelserve.messages import (
-    InferInput,
-    InferOutput,
     InferRequest,
     InferResponse,
     ModelMetadata,
     RepositoryEntry,
-    RequestedOutput,
     ServerMetadata,
-    TensorMetadata,
 )
 from modelserve.metrics import Key, ModelStats
 from modelserve.repository import ModelVersion, Repository
 from modelserve.statistics import Statistics, VersionStatistics
 from modelserve.workerstate import WorkerState
-
-__all__ = ["DataPlane", "InferInput", "InferOutput", "InferRequest", "InferResponse", "RequestedOutput"]
 
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")
 
@@ -48,7 +42,7 @@ class DataPlane:
         self.repository = repository
         self.cache = cache  # used only for versions whose config enables response_cache (stats.cached)
         self.faults = faults or FaultInjector()
-        self.lifecycle = Lifecycle()
+        self.lifecycle = Lifecycle()  # modelserve.server starts it, modelserve.shutdown drains it
         self.control = RepositoryControl(repository)
         self.stats = Statistics(repository)
         self._workers: WorkerState | None = None
@@ -86,8 +80,8 @@ class DataPlane:
         config = self.repository.get(name, version).config
         entry = self.repository.models[name]
 
-        def tensor(t: cfg.mc.ModelInput | cfg.mc.ModelOutput) -> TensorMetadata:
-            return TensorMetadata(t.name, cfg.datatype_of(t.data_type).v2, tuple(cfg.full_shape(config, t.dims)))
+        def tensor(t: cfg.mc.ModelInput | cfg.mc.ModelOutput) -> cfg.TensorSpec:
+            return cfg.TensorSpec(t.name, cfg.datatype_of(t.data_type), tuple(cfg.full_shape(config, t.dims)))
 
         return ModelMetadata(
             name=name,
@@ -120,31 +114,6 @@ class DataPlane:
 
     def own_stats_series(self) -> list[tuple[Key, ModelStats]]:
         return self.stats.own()
-
-    # --- lifecycle (modelserve.server and modelserve.shutdown drive it) ---
-
-    @property
-    def started(self) -> bool:
-        return self.lifecycle.started
-
-    @started.setter
-    def started(self, value: bool) -> None:
-        self.lifecycle.started = value
-
-    @property
-    def terminating(self) -> bool:
-        return self.lifecycle.terminating
-
-    @terminating.setter
-    def terminating(self, value: bool) -> None:
-        self.lifecycle.terminating = value
-
-    @property
-    def inflight(self) -> int:
-        return self.lifecycle.inflight
-
-    async def drain(self, timeout: float) -> bool:
-        return await self.lifecycle.drain(timeout)
 
     # --- inference ---
 

@@ -15,19 +15,11 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from modelserve import codecs, memory
+from modelserve import messages as m
 from modelserve.auth import TokenAuth
+from modelserve.config import TensorSpec
 from modelserve.dataplane import DataPlane
 from modelserve.errors import InvalidArgument, ServeError, client_fault, clip, to_serve_error
-from modelserve.messages import (
-    InferInput,
-    InferRequest,
-    InferResponse,
-    ModelMetadata,
-    RepositoryEntry,
-    RequestedOutput,
-    ServerMetadata,
-    TensorMetadata,
-)
 from modelserve.metrics import Duration
 from modelserve.proto import grpc_service_pb2 as pb
 from modelserve.restrictions import Restrictions
@@ -45,11 +37,11 @@ def _param_value(param: pb.InferParameter) -> Any:
     return getattr(param, choice) if choice else None
 
 
-def decode_infer_request(msg: pb.ModelInferRequest) -> InferRequest:
+def decode_infer_request(msg: pb.ModelInferRequest) -> m.InferRequest:
     raw = list(msg.raw_input_contents)
     if raw and len(raw) != len(msg.inputs):
         raise InvalidArgument(f"{len(raw)} raw_input_contents for {len(msg.inputs)} inputs; send one per input")
-    inputs: list[InferInput] = []
+    inputs: list[m.InferInput] = []
     for index, tensor in enumerate(msg.inputs):
         label = clip(tensor.name)
         dtype = codecs.datatype(tensor.datatype)
@@ -58,13 +50,13 @@ def decode_infer_request(msg: pb.ModelInferRequest) -> InferRequest:
             array = codecs.tensor_from_raw(label, dtype, shape, raw[index])
         else:
             array = codecs.tensor_from_contents(label, dtype, shape, tensor.contents)
-        inputs.append(InferInput(tensor.name, dtype.v2, shape, array))
-    return InferRequest(
+        inputs.append(m.InferInput(tensor.name, dtype.v2, shape, array))
+    return m.InferRequest(
         model=msg.model_name,
         version=msg.model_version,
         id=msg.id,
         inputs=inputs,
-        outputs=[RequestedOutput(o.name, binary=True) for o in msg.outputs],
+        outputs=[m.RequestedOutput(o.name, binary=True) for o in msg.outputs],
         parameters={k: _param_value(v) for k, v in msg.parameters.items()},
     )
 
@@ -76,7 +68,7 @@ def parse_message(raw: bytes) -> pb.ModelInferRequest:
         raise InvalidArgument(f"malformed ModelInferRequest protobuf: {exc}") from None
 
 
-def decode_message(msg: pb.ModelInferRequest) -> InferRequest:
+def decode_message(msg: pb.ModelInferRequest) -> m.InferRequest:
     """A parsed message's tensors; whatever goes wrong is the client's fault."""
     try:
         return decode_infer_request(msg)
@@ -84,7 +76,7 @@ def decode_message(msg: pb.ModelInferRequest) -> InferRequest:
         raise client_fault(exc, "cannot decode the inference request") from None
 
 
-async def parse_infer_request(raw: bytes, admit: Callable[[str, str], None]) -> InferRequest:
+async def parse_infer_request(raw: bytes, admit: Callable[[str, str], None]) -> m.InferRequest:
     """Parse, admit (model known and not overloaded) and decode; a large message decodes on a worker thread."""
     msg = parse_message(raw)
     admit(msg.model_name, msg.model_version)
@@ -93,7 +85,7 @@ async def parse_infer_request(raw: bytes, admit: Callable[[str, str], None]) -> 
     return decode_message(msg)
 
 
-def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
+def encode_infer_response(response: m.InferResponse) -> pb.ModelInferResponse:
     msg = pb.ModelInferResponse(model_name=response.model, model_version=response.version, id=response.id)
     for out in response.outputs:
         msg.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
@@ -101,15 +93,15 @@ def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
     return msg
 
 
-def encode_server_metadata(meta: ServerMetadata) -> pb.ServerMetadataResponse:
+def encode_server_metadata(meta: m.ServerMetadata) -> pb.ServerMetadataResponse:
     return pb.ServerMetadataResponse(name=meta.name, version=meta.version, extensions=meta.extensions)
 
 
-def _tensor(tensor: TensorMetadata) -> pb.ModelMetadataResponse.TensorMetadata:
-    return pb.ModelMetadataResponse.TensorMetadata(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+def _tensor(tensor: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(name=tensor.name, datatype=tensor.datatype.v2, shape=tensor.shape)
 
 
-def encode_model_metadata(meta: ModelMetadata) -> pb.ModelMetadataResponse:
+def encode_model_metadata(meta: m.ModelMetadata) -> pb.ModelMetadataResponse:
     return pb.ModelMetadataResponse(
         name=meta.name,
         versions=meta.versions,
@@ -119,7 +111,7 @@ def encode_model_metadata(meta: ModelMetadata) -> pb.ModelMetadataResponse:
     )
 
 
-def encode_index(entries: list[RepositoryEntry]) -> pb.RepositoryIndexResponse:
+def encode_index(entries: list[m.RepositoryEntry]) -> pb.RepositoryIndexResponse:
     return pb.RepositoryIndexResponse(
         models=[
             pb.RepositoryIndexResponse.ModelIndex(name=e.name, version=e.version, state=e.state, reason=e.reason)

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from modelserve.config import TensorSpec
+
 
 @dataclass
 class InferInput:
@@ -59,19 +61,12 @@ class ServerMetadata:
 
 
 @dataclass(frozen=True)
-class TensorMetadata:
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
 class ModelMetadata:
     name: str
     versions: tuple[str, ...]
     platform: str
-    inputs: tuple[TensorMetadata, ...]
-    outputs: tuple[TensorMetadata, ...]
+    inputs: tuple[TensorSpec, ...]  # shapes as clients see them: with the batch dimension, -1 = any
+    outputs: tuple[TensorSpec, ...]
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ from modelserve.messages import (
     RepositoryEntry,
     RequestedOutput,
     ServerMetadata,
-    TensorMetadata,
 )
 from modelserve.metrics import Duration
 from modelserve.restrictions import Restrictions
@@ -320,8 +319,8 @@ def server_metadata_json(meta: ServerMetadata) -> dict[str, Any]:
     return {"name": meta.name, "version": meta.version, "extensions": list(meta.extensions)}
 
 
-def _tensor_json(tensor: TensorMetadata) -> dict[str, Any]:
-    return {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+def _tensor_json(tensor: cfg.TensorSpec) -> dict[str, Any]:
+    return {"name": tensor.name, "datatype": tensor.datatype.v2, "shape": list(tensor.shape)}
 
 
 def model_metadata_json(meta: ModelMetadata) -> dict[str, Any]:

@@ -176,7 +176,7 @@ async def serve(options: ServerOptions, settings: RepositorySettings, faults: Fa
     log.info("listening: HTTP %s, gRPC %s, metrics %s", options.http_port, options.grpc_port, options.metrics_port)
 
     await repository.load_startup_models()
-    dataplane.started = True
+    dataplane.lifecycle.started = True
     log.info("server is %s", "ready" if dataplane.ready_here() else "up but not ready (a model failed to load)")
     flusher = None
     if workers is not None:

@@ -65,7 +65,7 @@ async def shut_down(
     dataplane: DataPlane, listeners: Listeners, delay: float, exit_timeout: float, hurry: asyncio.Event
 ) -> bool:
     """Run the sequence above; True when every in-flight request finished within the exit timeout."""
-    dataplane.terminating = True
+    dataplane.lifecycle.terminating = True
     listeners.rest.closing = True
     retired: list[asyncio.Task[None]] = []
     if delay > 0:
@@ -80,9 +80,9 @@ async def shut_down(
     listeners.http.should_exit = True  # stop accepting, close idle connections, wait for the busy ones
     await asyncio.gather(listeners.grpc.stop(grace=exit_timeout), *retired, listeners.http_task, return_exceptions=True)
     remaining = max(0.0, exit_timeout - (time.monotonic() - started))
-    drained = await dataplane.drain(remaining)
+    drained = await dataplane.lifecycle.drain(remaining)
     if not drained:
-        log.warning("exit timeout reached with %d request(s) still in flight", dataplane.inflight)
+        log.warning("exit timeout reached with %d request(s) still in flight", dataplane.lifecycle.inflight)
     listeners.metrics.should_exit = True
     await asyncio.gather(listeners.metrics_task, return_exceptions=True)
     return drained

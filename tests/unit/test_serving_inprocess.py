@@ -39,7 +39,7 @@ async def dataplane(tmp_path: Path) -> AsyncIterator[DataPlane]:
     repository = Repository(RepositorySettings(root=root, startup_models=("simple", "reshaped")))
     await repository.load_startup_models()
     dp = DataPlane(repository)
-    dp.started = True
+    dp.lifecycle.started = True
     yield dp
     await repository.close()
 
@@ -126,7 +126,7 @@ async def test_batch_size_limit(dataplane: DataPlane) -> None:
 async def test_metadata_statistics_and_index_are_typed(dataplane: DataPlane) -> None:
     meta = dataplane.model_metadata("simple")
     assert meta.versions == ("1",) and meta.platform == "onnxruntime_onnx"
-    assert [(t.name, t.datatype, t.shape) for t in meta.inputs] == [
+    assert [(t.name, t.datatype.v2, t.shape) for t in meta.inputs] == [
         ("INPUT0", "FP32", (-1, 16)),
         ("INPUT1", "FP32", (-1, 16)),
     ]
@@ -143,7 +143,7 @@ async def test_control_mode_and_lifecycle(dataplane: DataPlane) -> None:
     with pytest.raises(ControlModeRefused):
         await dataplane.unload_model("simple")
     assert dataplane.ready()
-    assert await dataplane.drain(1.0)
+    assert await dataplane.lifecycle.drain(1.0)
     assert not dataplane.ready()
     with pytest.raises(Unavailable, match="shutting down"):
         await dataplane.infer(simple_request())
