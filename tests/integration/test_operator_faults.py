@@ -25,7 +25,7 @@ from tests.integration.operator_env import (
     running_operator,
 )
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(240)
 COUNT = 20
 
 
@@ -60,14 +60,16 @@ async def test_every_model_deployment_converges_with_a_fifth_of_the_calls_failin
                 return len(done) == COUNT
 
             try:
-                await eventually(all_converged, timeout=60, what=f"{COUNT} ModelDeployments converged")
+                # The bounds: every one within 120 s, nine in ten within 60 s (21 s typical here).
+                await eventually(all_converged, timeout=120, what=f"{COUNT} ModelDeployments converged")
             finally:
                 stop.set()
                 await kubelet
             retried = sum(memo.kube.retries.values())
     assert proxy.counts["faults"] > 20 and proxy.counts["409 after write"] + proxy.counts["500 after write"] > 0
     assert retried > 0, "the operator's own client retried nothing"
-    assert max(done.values()) < 45, sorted(done.values())
+    times = sorted(done.values())
+    assert times[int(0.9 * len(times)) - 1] < 60, times
     # No spec written: the operator's writes to ModelDeployments touch metadata and status only.
     for request in kmock:
         if request.resource is not None and request.resource.plural == "modeldeployments" and request.method in (
