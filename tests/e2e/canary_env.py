@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import tritonclient.http as httpclient
 import yaml
 from kubernetes import client, config
 
@@ -31,7 +29,7 @@ from modeldeploy import api
 from modelserve import examples
 from modelserve.launcher import ServingProcess, free_port
 from tests.e2e.conftest import kubectl
-from tests.integration.prometheus_env import running_prometheus
+from tests.integration.prometheus_env import running_prometheus, simple_load
 
 
 def api_client() -> client.ApiClient:
@@ -166,19 +164,6 @@ def running_operator(
         log.close()
 
 
-def _load(server: ServingProcess, stop: threading.Event) -> None:
-    infer = httpclient.InferenceServerClient(server.http_url)
-    inputs = []
-    for name in ("INPUT0", "INPUT1"):
-        tensor = httpclient.InferInput(name, [1, 16], "FP32")
-        tensor.set_data_from_numpy(np.ones((1, 16), np.float32))
-        inputs.append(tensor)
-    while not stop.is_set():
-        with contextlib.suppress(Exception):
-            infer.infer("simple", inputs)
-        time.sleep(0.03)
-
-
 @contextlib.contextmanager
 def tracks(workdir: Path, ns: str, canaries: dict[str, tuple[dict[str, str], bool]]) -> Iterator[str]:
     """One loaded stable modelserve (scraped as every deployment's stable track) and one canary
@@ -187,9 +172,9 @@ def tracks(workdir: Path, ns: str, canaries: dict[str, tuple[dict[str, str], boo
     stable = ServingProcess(repo).start()
     processes = {name: ServingProcess(repo, env=env).start() for name, (env, _) in canaries.items()}
     stop = threading.Event()
-    loaders = [threading.Thread(target=_load, args=(stable, stop), daemon=True)]
+    loaders = [threading.Thread(target=simple_load, args=(stable.http_url, stop), daemon=True)]
     loaders += [
-        threading.Thread(target=_load, args=(processes[name], stop), daemon=True)
+        threading.Thread(target=simple_load, args=(processes[name].http_url, stop), daemon=True)
         for name, (_, loaded) in canaries.items()
         if loaded
     ]

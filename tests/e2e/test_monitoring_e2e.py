@@ -20,15 +20,12 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import tritonclient.http as httpclient
 import yaml
 
 from modeldeploy import names
@@ -37,7 +34,7 @@ from modelserve.launcher import ServingProcess
 from tests.e2e.canary_env import Cluster, api_client, running_operator, scratch_namespace, wait_for
 from tests.e2e.conftest import kubectl
 from tests.integration.monitoring_env import SCRAPE_CONFIG, Prometheus, analysis_queries, running_prometheus
-from tests.integration.prometheus_env import PROMETHEUS
+from tests.integration.prometheus_env import PROMETHEUS, simple_load
 
 pytestmark = [
     pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is installed by `make install`"),
@@ -79,7 +76,7 @@ class Pods:
                                    http_port=names.HTTP_PORT, grpc_port=names.GRPC_PORT,
                                    metrics_port=names.METRICS_PORT, log_path=self.repo.parent / f"{name}.log")  # fmt: skip
                 self.servers[name] = server.start()
-                loader = threading.Thread(target=_load, args=(server, self.stop), daemon=True)
+                loader = threading.Thread(target=simple_load, args=(server.http_url, self.stop), daemon=True)
                 loader.start()
                 self.loaders.append(loader)
 
@@ -89,19 +86,6 @@ class Pods:
             loader.join(5)
         for server in self.servers.values():
             server.stop()
-
-
-def _load(server: PodServer, stop: threading.Event) -> None:
-    client = httpclient.InferenceServerClient(server.http_url)
-    inputs = []
-    for name in ("INPUT0", "INPUT1"):
-        tensor = httpclient.InferInput(name, [1, 16], "FP32")
-        tensor.set_data_from_numpy(np.ones((1, 16), np.float32))
-        inputs.append(tensor)
-    while not stop.is_set():
-        with contextlib.suppress(Exception):
-            client.infer("simple", inputs)
-        time.sleep(0.03)
 
 
 def discovery(workdir: Path, ns: str) -> dict[str, Any]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import tritonclient.http as httpclient
 import yaml
 
 from modeldeploy.prometheus import PrometheusProvider
@@ -56,3 +59,17 @@ def running_prometheus(
     finally:
         process.terminate()
         process.wait(10)
+
+
+def simple_load(http_url: str, stop: threading.Event, pause: float = 0.03) -> None:
+    """Steady inference on the `simple` example model until `stop`, so Prometheus has rates to see."""
+    client = httpclient.InferenceServerClient(http_url)
+    inputs = []
+    for name in ("INPUT0", "INPUT1"):
+        tensor = httpclient.InferInput(name, [1, 16], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 16), np.float32))
+        inputs.append(tensor)
+    while not stop.is_set():
+        with contextlib.suppress(Exception):
+            client.infer("simple", inputs)
+        time.sleep(pause)

@@ -11,15 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import kmock
-import numpy as np
 import pytest
-import tritonclient.http as httpclient
 
 from modeldeploy.prometheus import PrometheusProvider
 from modelserve import examples
@@ -34,7 +31,7 @@ from tests.integration.operator_env import (
     patch,
     running_operator,
 )
-from tests.integration.prometheus_env import PROMETHEUS, running_prometheus
+from tests.integration.prometheus_env import PROMETHEUS, running_prometheus, simple_load
 
 pytestmark = [
     pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is installed by `make install`"),
@@ -44,28 +41,15 @@ ROLLOUT = {"strategy": "Canary", "steps": [50], "interval": "3s", "minRequestCou
            "inconclusiveLimit": 2, "maxErrorRate": 0.02, "maxLatencyP99Ms": 200}  # fmt: skip
 
 
-def _load(server: ServingProcess, stop: threading.Event) -> None:
-    client = httpclient.InferenceServerClient(server.http_url)
-    inputs = []
-    for name in ("INPUT0", "INPUT1"):
-        tensor = httpclient.InferInput(name, [1, 16], "FP32")
-        tensor.set_data_from_numpy(np.ones((1, 16), np.float32))
-        inputs.append(tensor)
-    while not stop.is_set():
-        with contextlib.suppress(Exception):
-            client.infer("simple", inputs)
-        time.sleep(0.02)
-
-
 @contextlib.contextmanager
 def tracks(tmp_path: Path, name: str, canary_env: dict[str, str], load_canary: bool) -> Iterator[tuple[str, Any]]:
     repo = examples.write_repository(tmp_path / "models", ["simple"])
     stable = ServingProcess(repo).start()
     canary = ServingProcess(repo, env=canary_env).start()
     stop = threading.Event()
-    loaders = [threading.Thread(target=_load, args=(stable, stop), daemon=True)]
+    loaders = [threading.Thread(target=simple_load, args=(stable.http_url, stop, 0.02), daemon=True)]
     if load_canary:
-        loaders.append(threading.Thread(target=_load, args=(canary, stop), daemon=True))
+        loaders.append(threading.Thread(target=simple_load, args=(canary.http_url, stop, 0.02), daemon=True))
     labels = {"namespace": "ml", "modeldeploy_deployment": name}
     try:
         with running_prometheus(
