@@ -8,6 +8,7 @@ pods carrying NEVER_READY_LABEL (.ci/run passes it as `--unready-label`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -142,3 +143,23 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(10)
+
+
+def apply_md(ns: str, name: str, **spec: Any) -> None:
+    """Server-side apply a ModelDeployment as a user would (its own field manager)."""
+    body = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+            "spec": {"model": {"name": "m", "storageUri": "s3://bucket/m"}, **spec}}  # fmt: skip
+    kubectl("apply", "--server-side", "--field-manager=e2e-user", "-n", ns, "-f", "-", input=yaml.safe_dump(body))
+
+
+@contextlib.contextmanager
+def operator_in_scratch_namespace(prefix: str, log_dir: Path) -> Iterator[str]:
+    """A scratch namespace and `modeldeploy run` watching it (5 s resync), both gone afterwards."""
+    name = scratch_namespace(prefix)
+    process = start_operator("-n", name, "--metrics-port=0", "--liveness=", "--resync-seconds=5",
+                             log=log_dir / "operator.log")  # fmt: skip
+    try:
+        yield name
+    finally:
+        stop(process)
+        kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -12,25 +12,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.e2e.conftest import get, kubectl, scratch_namespace, start_operator, stop, wait_for
+from tests.e2e.conftest import apply_md, get, kubectl, operator_in_scratch_namespace, wait_for
 
 
 @pytest.fixture(scope="module")
 def operator_namespace(crd_installed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    name = scratch_namespace("md-harden-e2e")
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = start_operator("-n", name, "--metrics-port=0", "--liveness=", "--resync-seconds=5", log=log)
-    yield name
-    stop(process)
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def apply(ns: str, name: str, **spec: Any) -> None:
-    body = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
-            "spec": {"model": {"name": "m", "storageUri": "s3://bucket/m"}, **spec}}  # fmt: skip
-    kubectl("apply", "--server-side", "--field-manager=e2e-user", "-n", ns, "-f", "-", input=yaml.safe_dump(body))
+    with operator_in_scratch_namespace("md-harden-e2e", tmp_path_factory.mktemp("operator")) as name:
+        yield name
 
 
 def flag(container: dict[str, Any], name: str) -> str | None:
@@ -50,7 +39,7 @@ SECURITY = {
 def test_hardened_pod_template_and_network_policy_are_accepted_and_present(operator_namespace: str) -> None:
     ns = operator_namespace
     pod = {"terminationGracePeriodSeconds": 45, "shutdownDelaySeconds": 10}
-    apply(ns, "hardened", replicas=1, pod=pod, security=SECURITY)
+    apply_md(ns, "hardened", replicas=1, pod=pod, security=SECURITY)
     deployment = wait_for(lambda: get("deployment", ns, "hardened"), what="Deployment")
     template = deployment["spec"]["template"]["spec"]
     assert template["terminationGracePeriodSeconds"] == 45
@@ -76,14 +65,14 @@ def test_hardened_pod_template_and_network_policy_are_accepted_and_present(opera
     assert metrics_rule["from"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
     assert policy["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
 
-    apply(ns, "hardened", replicas=1, pod=pod)  # the option goes: the policy is pruned
+    apply_md(ns, "hardened", replicas=1, pod=pod)  # the option goes: the policy is pruned
     wait_for(lambda: get("networkpolicy", ns, "hardened") is None, what="NetworkPolicy pruned")
 
 
 def test_workload_identity_keeps_the_token(operator_namespace: str) -> None:
     ns = operator_namespace
     kubectl("create", "serviceaccount", "model-reader", "-n", ns)
-    apply(ns, "identity", replicas=1, model={"name": "m", "storageUri": "s3://bucket/m",
+    apply_md(ns, "identity", replicas=1, model={"name": "m", "storageUri": "s3://bucket/m",
                                              "storage": {"serviceAccountName": "model-reader"}})  # fmt: skip
     deployment = wait_for(lambda: get("deployment", ns, "identity"), what="Deployment")
     template = deployment["spec"]["template"]["spec"]
@@ -92,7 +81,7 @@ def test_workload_identity_keeps_the_token(operator_namespace: str) -> None:
 
 def test_defaults_fit_the_default_grace_period(operator_namespace: str) -> None:
     ns = operator_namespace
-    apply(ns, "plain", replicas=1)
+    apply_md(ns, "plain", replicas=1)
     deployment = wait_for(lambda: get("deployment", ns, "plain"), what="Deployment")
     template = deployment["spec"]["template"]["spec"]
     serving = template["containers"][0]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -21,6 +20,7 @@ from tests.e2e.conftest import (
     CRD_NAME,
     NEVER_READY_LABEL,
     ROOT,
+    apply_md,
     condition,
     get,
     helm,
@@ -83,12 +83,6 @@ def chart_operator_command(release_namespace: str) -> tuple[list[str], dict[str,
 def refusals(log: Path) -> list[str]:
     """RBAC denials in the operator's log (`... is forbidden: User "system:serviceaccount:..." cannot ...`)."""
     return [line for line in log.read_text().splitlines() if "forbidden: User" in line]
-
-
-def apply_md(ns: str, name: str, **spec: Any) -> None:
-    body = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
-            "spec": {"model": {"name": "m", "storageUri": "s3://bucket/m"}, **spec}}  # fmt: skip
-    kubectl("apply", "--server-side", "--field-manager=e2e-user", "-n", ns, "-f", "-", input=yaml.safe_dump(body))
 
 
 def lifecycle(ns: str) -> None:

@@ -18,13 +18,12 @@ import yaml
 from tests.e2e.conftest import (
     NEVER_READY_LABEL,
     ROOT,
+    apply_md,
     condition,
     get,
     kubectl,
     kubectl_json,
-    scratch_namespace,
-    start_operator,
-    stop,
+    operator_in_scratch_namespace,
     wait_for,
 )
 
@@ -34,18 +33,8 @@ NEVER_READY = {"labels": {NEVER_READY_LABEL[0]: NEVER_READY_LABEL[1]}}
 
 @pytest.fixture(scope="module")
 def operator_namespace(crd_installed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    name = scratch_namespace("md-op-e2e")
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = start_operator("-n", name, "--metrics-port=0", "--liveness=", "--resync-seconds=5", log=log)
-    yield name
-    stop(process)
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def apply(ns: str, name: str, **spec: Any) -> None:
-    body = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
-            "spec": {"model": {"name": "m", "storageUri": "s3://bucket/m"}, **spec}}  # fmt: skip
-    kubectl("apply", "--server-side", "--field-manager=e2e-user", "-n", ns, "-f", "-", input=yaml.safe_dump(body))
+    with operator_in_scratch_namespace("md-op-e2e", tmp_path_factory.mktemp("operator")) as name:
+        yield name
 
 
 def status_of(ns: str, name: str) -> dict[str, Any]:
@@ -92,7 +81,7 @@ def test_every_example_reconciles_into_owned_children_with_a_truthful_status(
 
 def test_ready_follows_the_pods(operator_namespace: str, pods_become_ready: None) -> None:
     ns = operator_namespace
-    apply(ns, "ready", replicas=2)
+    apply_md(ns, "ready", replicas=2)
     wait_for(lambda: condition({"status": status_of(ns, "ready")}, "Ready")["status"] == "True", what="Ready=True")
     status = status_of(ns, "ready")
     assert status["readyReplicas"] == 2 and condition({"status": status}, "Ready")["reason"] == "Available"
@@ -113,7 +102,7 @@ def test_ready_follows_the_pods(operator_namespace: str, pods_become_ready: None
 
 def test_never_ready_pods_keep_ready_false(operator_namespace: str) -> None:
     ns = operator_namespace
-    apply(ns, "unready", replicas=1, pod=NEVER_READY)
+    apply_md(ns, "unready", replicas=1, pod=NEVER_READY)
     status = wait_for(lambda: status_of(ns, "unready").get("conditions") and status_of(ns, "unready"), what="status")
     assert condition({"status": status}, "Ready")["status"] == "False"
     assert condition({"status": status}, "Progressing")["status"] == "True"
@@ -121,7 +110,7 @@ def test_never_ready_pods_keep_ready_false(operator_namespace: str) -> None:
 
 def test_spec_change_drift_and_pruning(operator_namespace: str) -> None:
     ns = operator_namespace
-    apply(ns, "drift", autoscaling={"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilization": 50})
+    apply_md(ns, "drift", autoscaling={"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilization": 50})
     wait_for(lambda: get("hpa", ns, "drift"), what="HPA")
     kubectl(
         "patch",
@@ -136,7 +125,7 @@ def test_spec_change_drift_and_pruning(operator_namespace: str) -> None:
     )
     kubectl("delete", "service", "drift", "-n", ns)
     wait_for(lambda: get("service", ns, "drift"), what="Service restored")
-    apply(ns, "drift", replicas=1)
+    apply_md(ns, "drift", replicas=1)
     wait_for(lambda: get("hpa", ns, "drift") is None, what="HPA pruned")
     wait_for(lambda: get("md", ns, "drift")["status"]["observedGeneration"] == 2, what="observedGeneration 2")
     assert get("deployment", ns, "drift")["spec"]["replicas"] == 1
@@ -144,7 +133,7 @@ def test_spec_change_drift_and_pruning(operator_namespace: str) -> None:
 
 def test_deleting_the_model_deployment_garbage_collects_children(operator_namespace: str) -> None:
     ns = operator_namespace
-    apply(ns, "gone", replicas=2)
+    apply_md(ns, "gone", replicas=2)
     wait_for(lambda: get("pdb", ns, "gone"), what="PDB")
     kubectl("delete", "md", "gone", "-n", ns, "--wait=true", "--timeout=60s")
     for kind in ("deployment", "service", "pdb"):
@@ -154,7 +143,7 @@ def test_deleting_the_model_deployment_garbage_collects_children(operator_namesp
 def test_invalid_spec_past_the_schema_is_reported(operator_namespace: str) -> None:
     """A spec the CRD accepts but the operator cannot serve: a PVC URI without a claim."""
     ns = operator_namespace
-    apply(ns, "noclaim", model={"name": "m", "storageUri": "pvc:///models"})
+    apply_md(ns, "noclaim", model={"name": "m", "storageUri": "pvc:///models"})
     status = wait_for(lambda: get("md", ns, "noclaim").get("status", {}).get("conditions") and get("md", ns, "noclaim")["status"],
                       what="InvalidSpec")  # fmt: skip
     assert condition({"status": status}, "Ready")["reason"] == "InvalidSpec"
@@ -163,9 +152,9 @@ def test_invalid_spec_past_the_schema_is_reported(operator_namespace: str) -> No
 
 def test_status_conflicts_do_not_lose_user_spec(operator_namespace: str) -> None:
     ns = operator_namespace
-    apply(ns, "owned", replicas=1)
+    apply_md(ns, "owned", replicas=1)
     wait_for(lambda: get("md", ns, "owned").get("status"), what="status")
-    apply(ns, "owned", replicas=3)  # a user write racing the operator's status writes
+    apply_md(ns, "owned", replicas=3)  # a user write racing the operator's status writes
     wait_for(lambda: get("deployment", ns, "owned")["spec"]["replicas"] == 3, what="replicas 3")
     assert get("md", ns, "owned")["spec"]["replicas"] == 3
 
@@ -174,9 +163,9 @@ def test_canary_starts_waits_for_ready_pods_and_aborts(operator_namespace: str) 
     """Pods never start here: the canary must appear, hold its weight, and roll back on abort."""
     ns = operator_namespace
     rollout = {"strategy": "Canary", "steps": [25, 50], "interval": "10s"}
-    apply(ns, "canary", replicas=4, rollout=rollout, pod=NEVER_READY)
+    apply_md(ns, "canary", replicas=4, rollout=rollout, pod=NEVER_READY)
     wait_for(lambda: get("deployment", ns, "canary"), what="stable Deployment")
-    apply(ns, "canary", replicas=4, rollout=rollout, pod=NEVER_READY,
+    apply_md(ns, "canary", replicas=4, rollout=rollout, pod=NEVER_READY,
           model={"name": "m", "storageUri": "s3://bucket/m", "version": 2})  # fmt: skip
     canary_dep = wait_for(lambda: get("deployment", ns, "canary-canary"), what="canary Deployment")
     assert canary_dep["spec"]["template"]["metadata"]["labels"]["modeldeploy.io/track"] == "canary"
