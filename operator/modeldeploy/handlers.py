@@ -40,7 +40,6 @@ MANAGED = names.MANAGED
 # kopf keep a worker per object (~45 MiB per 1000 children, measured in bench/operator).
 CHILD_RESOURCES = [("apps", "v1", "deployments")]
 ROLLOUT_TICK_SECONDS = 0.5
-RESYNC_CONCURRENCY = 4
 resilience.install()  # kopf's watches restart instead of ending the process; its PATCHes retry a 409
 
 
@@ -270,22 +269,13 @@ async def _rollout_loop(memo: kopf.Memo) -> None:
 
 
 async def _resync_loop(memo: kopf.Memo) -> None:
-    """Re-apply every known ModelDeployment each period, spread over half of it, to undo drift.
-    Up to RESYNC_CONCURRENCY at once, so a pass keeps to its period with 1000s of objects."""
-    limit = asyncio.Semaphore(RESYNC_CONCURRENCY)
-
-    async def one(body: dict[str, Any]) -> None:
-        async with limit:
-            await _reconcile_in_background(body, memo, "resync")
-
+    """Re-apply every known ModelDeployment each period, spread over it, to undo drift."""
     while True:
         period = memo.settings.resync_seconds
         await asyncio.sleep(period * random.uniform(0.9, 1.1))
         bodies = list(memo.memory.known.values())
         random.shuffle(bodies)
         spacing = period / max(1, len(bodies)) / 2
-        tasks = []
         for body in bodies:
-            tasks.append(asyncio.create_task(one(body)))
+            await _reconcile_in_background(body, memo, "resync")
             await asyncio.sleep(spacing)
-        await asyncio.gather(*tasks)
