@@ -163,12 +163,20 @@ for _group, _version, _plural in CHILD_RESOURCES:
     kopf.on.event(_group, _version, _plural, labels=MANAGED)(child_changed)
 
 
-def run_reconcile(body: dict[str, Any], memo: kopf.Memo, created: bool = False) -> reconcile.Outcome:
+def run_reconcile(
+    body: dict[str, Any], memo: kopf.Memo, created: bool = False, trust_watch: bool = True
+) -> reconcile.Outcome:
     """Reconcile one body; map errors to kopf's, record metrics and events."""
     with memo.metrics.reconcile() as result:
         try:
             outcome = reconcile.reconcile(
-                body, memo.kube, memo.settings, memo.memory, created=created, provider=memo.get("provider")
+                body,
+                memo.kube,
+                memo.settings,
+                memo.memory,
+                created=created,
+                provider=memo.get("provider"),
+                trust_watch=trust_watch,
             )
         except api.SpecError as exc:
             result["outcome"] = "invalid_spec"
@@ -218,9 +226,9 @@ def _write_status(body: dict[str, Any], memo: kopf.Memo, outcome: reconcile.Outc
         memo.kube.patch_status(meta.get("namespace") or "default", meta["name"], outcome.status)
 
 
-def reconcile_and_write_status(body: dict[str, Any], memo: kopf.Memo) -> None:
+def reconcile_and_write_status(body: dict[str, Any], memo: kopf.Memo, trust_watch: bool = True) -> None:
     """Outside kopf's change handlers (loops, child events): write the status ourselves."""
-    _write_status(body, memo, run_reconcile(body, memo))
+    _write_status(body, memo, run_reconcile(body, memo, trust_watch=trust_watch))
 
 
 def event(memo: kopf.Memo, body: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
@@ -239,7 +247,8 @@ def _backoff(retry: int) -> float:
 async def _reconcile_in_background(body: dict[str, Any], memo: kopf.Memo, what: str) -> None:
     """A reconcile from our own loops: errors are logged; the next tick tries again."""
     try:
-        await asyncio.to_thread(reconcile_and_write_status, body, memo)
+        # The resync is the safety net for a watch that missed an event: it reads afresh.
+        await asyncio.to_thread(reconcile_and_write_status, body, memo, what != "resync")
     except (kopf.PermanentError, kopf.TemporaryError, KubeError) as exc:
         log.info("%s of %s: %s", what, body["metadata"].get("name"), exc)
     except Exception:

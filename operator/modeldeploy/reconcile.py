@@ -121,13 +121,23 @@ def reconcile(
     *,
     created: bool = False,
     provider: MetricsProvider | None = None,
+    trust_watch: bool = True,
 ) -> Outcome:
     """`created`: the ModelDeployment is new, so its children are created and nothing is pruned.
-    `provider`: where canary analyses run; without one a canary waits (commands still act)."""
+    `provider`: where canary analyses run; without one a canary waits (commands still act).
+    `trust_watch`: read and skip children the watch shows unchanged, and trust the status this
+    process last wrote. The resync passes False: it is the safety net for a watch that missed an
+    event or a status write overtaken by an older one, so it reads every child afresh and rewrites
+    a status the server holds differently."""
     md = parse_body(body)
     entry = memory.entry(body)
+    children = memory.children if trust_watch else {}
     with entry.lock:
-        outcome = _reconcile_locked(body, md, kube, settings, entry, created, provider, memory.children)
+        outcome = _reconcile_locked(body, md, kube, settings, entry, created, provider, children)
+        if not trust_watch and _changed(body.get("status") or {}, outcome.status):
+            # The server holds another status than the one this process last wrote (an older
+            # write, e.g. kopf's own patch retried after ours, landed last): write it again.
+            outcome.status_changed = True
         entry.apply_failures = 0
         return outcome
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import kmock
 import pytest
@@ -41,6 +42,17 @@ def converged(emulator: kmock.KubernetesEmulator, name: str) -> bool:
     )
 
 
+def describe(emulator: kmock.KubernetesEmulator, name: str) -> dict[str, Any]:
+    md = obj(emulator, MD_RESOURCE, "ml", name) or {}
+    deployment = obj(emulator, "apps/v1/deployments", "ml", name) or {}
+    return {
+        "status": md.get("status"),
+        "generation": md.get("metadata", {}).get("generation"),
+        "deployment": deployment.get("status"),
+        "service": obj(emulator, "v1/services", "ml", name) is not None,
+    }
+
+
 async def test_every_model_deployment_converges_with_a_fifth_of_the_calls_failing(
     kmock: kmock.KubernetesEmulator,
 ) -> None:
@@ -61,7 +73,11 @@ async def test_every_model_deployment_converges_with_a_fifth_of_the_calls_failin
 
             try:
                 # The bounds: every one within 120 s, nine in ten within 60 s (21 s typical here).
-                await eventually(all_converged, timeout=120, what=f"{COUNT} ModelDeployments converged")
+                try:
+                    await eventually(all_converged, timeout=120, what=f"{COUNT} ModelDeployments converged")
+                except AssertionError:
+                    stuck = {f"md-{i}": describe(kmock, f"md-{i}") for i in range(COUNT) if f"md-{i}" not in done}
+                    raise AssertionError(f"not converged after 120 s: {stuck}") from None
             finally:
                 stop.set()
                 await kubelet
