@@ -57,14 +57,7 @@ def read_config_text(root: Path, path: Path) -> str | None:
     relative = path.relative_to(root)
     if not os.path.lexists(path):
         return None
-    if not inside(root.resolve(), path):
-        raise ModelLoadError(f"{relative}: refers outside the model repository")
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise ModelLoadError(f"{relative}: cannot read: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
-        raise ModelLoadError(f"{relative}: is not a regular file")
+    regular_file_inside(root, path)
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)
@@ -78,8 +71,8 @@ def read_config_text(root: Path, path: Path) -> str | None:
         raise ModelLoadError(f"{relative}: not UTF-8 text (byte {exc.start})") from None
 
 
-def model_file(root: Path, path: Path) -> Path:
-    """A model file to load: a regular file inside the repository."""
+def regular_file_inside(root: Path, path: Path) -> Path:
+    """`path` if it is a regular file inside the repository (links resolved); refused otherwise."""
     relative = path.relative_to(root)
     if not inside(root.resolve(), path):
         raise ModelLoadError(f"{relative}: refers outside the model repository")
@@ -90,3 +83,8 @@ def model_file(root: Path, path: Path) -> Path:
     if not stat.S_ISREG(mode):
         raise ModelLoadError(f"{relative}: is not a regular file")
     return path
+
+
+def model_file(root: Path, path: Path) -> Path:
+    """A model file to load: a regular file inside the repository."""
+    return regular_file_inside(root, path)
