@@ -10,6 +10,7 @@ kubelet (../shared/realk8s), which makes them Ready about a second after they ar
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from kubernetes import client, config
 from modeldeploy import api
 from modelserve import examples
 from modelserve.launcher import ServingProcess, free_port
+from tests.e2e import conftest as e2e
 from tests.e2e.conftest import kubectl
 from tests.integration.prometheus_env import running_prometheus, simple_load
 
@@ -94,19 +96,8 @@ class Cluster:
         )
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition", every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (AssertionError, KeyError, StopIteration, TypeError, IndexError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
+# The API server is polled directly (not through kubectl), so ten times a second is cheap.
+wait_for = functools.partial(e2e.wait_for, period=0.1)
 
 
 def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "conditi
     while time.monotonic() < deadline:
         try:
             last = check()
-        except (AssertionError, KeyError, StopIteration, TypeError) as exc:
+        except (AssertionError, KeyError, StopIteration, TypeError, IndexError) as exc:
             last = exc
         else:
             if last:

@@ -97,7 +97,7 @@ def test_promotion_transitions_stable_loss_and_full_rollout(canary_cluster: tupl
         samples.append((phase, cluster.deployment(f"{name}-canary") is not None, stable))
         return samples[-1][1] is False and phase == "Succeeded"
 
-    wait_for(canary_gone, timeout=90, what="promotion", every=0.1)
+    wait_for(canary_gone, timeout=90, what="promotion")
     promoting = [s for s in samples if s[0] == "Promoting"]
     assert promoting, "Promoting was observed"
     assert any(s[2].get("status", {}).get("updatedReplicas", 0) < 4 for s in promoting), (
