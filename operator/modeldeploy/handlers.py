@@ -20,6 +20,7 @@ import contextlib
 import datetime
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -40,6 +41,8 @@ MANAGED = names.MANAGED
 # kopf keep a worker per object (~45 MiB per 1000 children, measured in bench/operator).
 CHILD_RESOURCES = [("apps", "v1", "deployments")]
 ROLLOUT_TICK_SECONDS = 0.5
+CHILD_THREADS = 8  # child Deployment events (status refreshes), apart from kopf's reconcile workers
+CHILD_RETRY_SECONDS = 0.1
 resilience.install()  # kopf's watches restart instead of ending the process; its PATCHes retry a 409
 
 
@@ -47,7 +50,7 @@ resilience.install()  # kopf's watches restart instead of ending the process; it
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.settings = memo.get("settings") or OperatorSettings()
     memo.kube = memo.get("kube") or KubeClient.from_environment(
-        memo.settings.field_manager, pool_size=memo.settings.max_workers + 8
+        memo.settings.field_manager, pool_size=memo.settings.max_workers + CHILD_THREADS + 8
     )
     if memo.get("metrics") is None:
         memo.metrics = OperatorMetrics()
@@ -56,6 +59,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if "provider" not in memo:
         memo.provider = PrometheusProvider(memo.settings.prometheus_url)
     memo.memory = Memory()
+    memo.child_pool = ThreadPoolExecutor(max_workers=CHILD_THREADS, thread_name_prefix="child-status")
     memo.command_tasks = set()  # keeps the background tasks of rollout commands referenced
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modeldeploy.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -81,15 +85,21 @@ async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+    pool = memo.get("child_pool")
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 @kopf.on.create(*MD)
 @kopf.on.update(*MD)
 @kopf.on.resume(*MD)
-def reconcile_handler(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: str, **_: Any) -> None:
-    outcome = run_reconcile(dict(body), memo, created=reason == "create")
-    if outcome.status_changed:
-        patch.setdefault("status", {}).update(outcome.status)
+def reconcile_handler(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) -> None:
+    """The status is written here, under the object's lock, not left to kopf's patch after the
+    handler: a child event's status write can then never be overtaken by an older one."""
+    try:
+        outcome = reconcile_and_write_status(dict(body), memo, created=reason == "create")
+    except KubeError as exc:  # the status write itself failed
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=_backoff(1)) from None
     kopf.info(
         body, reason="Applied", message=f"{reason}: applied {', '.join(f'{r.kind}/{r.name}' for r in outcome.applied)}"
     )
@@ -134,16 +144,35 @@ def _owner_key(body: kopf.Body) -> tuple[str, str] | None:
     return None
 
 
-def child_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A child Deployment's event: its owner's status follows within the event's latency."""
+async def child_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A child Deployment's event: its owner's status follows within the event's latency. The work
+    runs on threads of its own, so status never queues behind creates holding kopf's workers; while
+    the owner's reconcile is in flight, it waits here (no thread held) and follows it."""
+    loop = asyncio.get_running_loop()
+    while not await loop.run_in_executor(memo.child_pool, _follow_child, type, body, memo):
+        await asyncio.sleep(CHILD_RETRY_SECONDS)
+
+
+def _follow_child(type: str | None, body: kopf.Body, memo: kopf.Memo) -> bool:
+    """False when the owner is busy (a reconcile holds its lock): try again after it."""
     memo.memory.saw_child(dict(body), deleted=type == "DELETED")
     key = _owner_key(body)
     owner = memo.memory.owner(key) if key else None
     if owner is None:
-        return  # the owner is gone too (garbage collection), or not known yet
-    is_stable = body.metadata.name == key[1] if key else False
-    with memo.memory.entry(owner).lock:  # after any reconcile in flight: it may be pruning this child
-        canary_runs = RolloutState.decode(memo.memory.status_of(owner)) is not None
+        return True  # the owner is gone too (garbage collection), or not known yet
+    lock = memo.memory.entry(owner).lock
+    if not lock.acquire(blocking=False):  # a reconcile in flight: it may be pruning this child
+        return False
+    try:
+        _follow_child_locked(type, body, owner, memo)
+    finally:
+        lock.release()
+    return True
+
+
+def _follow_child_locked(type: str | None, body: kopf.Body, owner: dict[str, Any], memo: kopf.Memo) -> None:
+    is_stable = body.metadata.name == owner["metadata"]["name"]
+    canary_runs = RolloutState.decode(memo.memory.status_of(owner)) is not None
     with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError, KubeError, api.SpecError):
         if type == "DELETED":
             if not (is_stable or canary_runs):
@@ -216,8 +245,6 @@ def _report(memo: kopf.Memo, body: dict[str, Any], outcome: reconcile.Outcome) -
         if after.reason:
             message += f": {after.reason}"
         event(memo, body, f"Canary{after.phase}", message, warning=after.phase == "RolledBack")
-    if outcome.scaled:
-        event(memo, body, "Scaled", f"ready replicas {outcome.scaled[0]} -> {outcome.scaled[1]}")
 
 
 def _write_status(body: dict[str, Any], memo: kopf.Memo, outcome: reconcile.Outcome) -> None:
@@ -226,9 +253,14 @@ def _write_status(body: dict[str, Any], memo: kopf.Memo, outcome: reconcile.Outc
         memo.kube.patch_status(meta.get("namespace") or "default", meta["name"], outcome.status)
 
 
-def reconcile_and_write_status(body: dict[str, Any], memo: kopf.Memo, trust_watch: bool = True) -> None:
-    """Outside kopf's change handlers (loops, child events): write the status ourselves."""
-    _write_status(body, memo, run_reconcile(body, memo, trust_watch=trust_watch))
+def reconcile_and_write_status(
+    body: dict[str, Any], memo: kopf.Memo, trust_watch: bool = True, created: bool = False
+) -> reconcile.Outcome:
+    """Reconcile and write the status it gives, both under the object's lock (in that order)."""
+    with memo.memory.entry(body).lock:
+        outcome = run_reconcile(body, memo, created=created, trust_watch=trust_watch)
+        _write_status(body, memo, outcome)
+    return outcome
 
 
 def event(memo: kopf.Memo, body: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:

@@ -5,7 +5,7 @@
   than what a watched body carries and often newer (a second reconcile right after the first
   must not decide from the snapshot the first already moved past);
 - the stable revision read from its ControllerRevision history (read once, then kept);
-- one lock, so reconciles of one object never overlap;
+- one lock, so reconciles and status writes of one object never overlap or reorder;
 - how many applies in a row failed (the retry count shown in status);
 - the children the last reconcile applied (what a later one may have to prune).
 
@@ -61,7 +61,8 @@ class StableRevision:
 
 @dataclass
 class Entry:
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Reentrant: a handler holds it across a reconcile and the status write that follows.
+    lock: threading.RLock = field(default_factory=threading.RLock)
     last_status: dict[str, Any] | None = None
     stable: StableRevision | None = None
     history_loaded: bool = False

@@ -35,7 +35,6 @@ class Outcome:
     pruned: list[ObjectRef] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     status_changed: bool = False
-    scaled: tuple[int, int] | None = None  # (before, after) ready replicas, when they changed
     # A real canary transition (a new canary, another phase or step): (before, after).
     transition: tuple[RolloutState | None, RolloutState] | None = None
     analysis: str | None = None  # the outcome of the canary analysis this reconcile ran, if any
@@ -277,8 +276,6 @@ def _reconcile_locked(
     if decision is not None and decision.transition_from(before):
         outcome.transition = (before, decision)
     new.update(_rollout_fields(md, plan, decision, outcome.transition is not None, previous, new["conditions"], now))
-    if previous.get("readyReplicas") is not None and previous.get("readyReplicas") != workload.ready:
-        outcome.scaled = (int(previous["readyReplicas"]), workload.ready)
     outcome.status = new
     outcome.status_changed = _changed(previous, new)
     entry.remember(new, previous)
@@ -350,7 +347,5 @@ def refresh_status(
             grpc_url=grpc_url, now=status.now_rfc3339(),
         )  # fmt: skip
         outcome = Outcome(status=new, status_changed=_changed(previous, new))
-        if previous.get("readyReplicas") is not None and previous.get("readyReplicas") != workload.ready:
-            outcome.scaled = (int(previous["readyReplicas"]), workload.ready)
         entry.remember(new, previous)
         return outcome

@@ -95,7 +95,7 @@ def test_create_applies_owned_children_records_the_revision_and_reports_status(c
 
     op.kube.set_ready("fraud")
     again = op.reconcile(b)
-    assert condition(again.status, status.READY)["status"] == "True" and again.scaled == (0, 2)
+    assert condition(again.status, status.READY)["status"] == "True" and again.status["readyReplicas"] == 2
 
 
 def test_spec_change_prunes_what_is_no_longer_rendered(clock: Clock) -> None:
