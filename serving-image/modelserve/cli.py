@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--grpc-port", type=int, default=contract.GRPC_PORT, help="gRPC port (inference.GRPCInferenceService)"
     )
+    p.add_argument(
+        "--grpc-frontend",
+        choices=["loop", "grpcio"],
+        default="loop",
+        help="gRPC front end: loop (HTTP/2 framed on the event loop, no threads; the default) or grpcio"
+        " (grpc.aio, the previous front end)",
+    )
     p.add_argument("--metrics-port", type=int, default=contract.METRICS_PORT, help="Prometheus metrics port (/metrics)")
     p.add_argument(
         "--strict-model-config",
@@ -268,6 +275,7 @@ def _run_server(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         http_port=args.http_port,
         grpc_address=args.grpc_address,
         grpc_port=args.grpc_port,
+        grpc_frontend=args.grpc_frontend,
         metrics_port=args.metrics_port,
         exit_timeout_secs=args.exit_timeout_secs,
         shutdown_delay_secs=args.shutdown_delay_secs,

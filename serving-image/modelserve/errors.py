@@ -72,6 +72,20 @@ class UnsupportedMediaType(ServeError):
     grpc_code = grpc.StatusCode.UNIMPLEMENTED
 
 
+class Unimplemented(ServeError):
+    """A gRPC method or message encoding the server does not serve."""
+
+    http_status = 501
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class DeadlineExceeded(ServeError):
+    """A gRPC call still running when its grpc-timeout ran out."""
+
+    http_status = 504
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class NotFound(ServeError):
     http_status = 404
     grpc_code = grpc.StatusCode.NOT_FOUND

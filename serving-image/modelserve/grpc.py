@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -260,9 +260,13 @@ API_OF = {
 }
 
 
-def check_restricted(
-    restrictions: Restrictions, auth: TokenAuth | None, api: str, context: grpc.aio.ServicerContext
-) -> None:
+class HasMetadata(Protocol):
+    """What the access checks read from a call: grpc.aio's ServicerContext, or grpcwire.CallContext."""
+
+    def invocation_metadata(self) -> Any: ...
+
+
+def check_restricted(restrictions: Restrictions, auth: TokenAuth | None, api: str, context: HasMetadata) -> None:
     """The auth token (UNAUTHENTICATED), then the restricted API's header key (PERMISSION_DENIED)."""
     if not restrictions.by_api and auth is None:
         return
@@ -293,23 +297,23 @@ async def guarded(call: Callable[..., Awaitable[T]], *args: Any) -> T | ServeErr
     return error
 
 
-def _guard(
+def unary_handler(
     method: Callable[[Any, Any], Awaitable[Any]],
     request_type: type[Any],
-    response_type: type[Any],
     api: str,
     restrictions: Restrictions,
     auth: TokenAuth | None,
 ) -> Callable[[bytes, Any], Awaitable[Any]]:
-    """A unary handler: access checks, parsing and the call under `guarded`; errors set the status.
+    """A unary call as both front ends run it: access checks, parsing and the call under `guarded`.
 
-    Parsing happens here rather than in grpc's deserializer, which would answer a
-    malformed message with UNKNOWN; here it is INVALID_ARGUMENT with the reason.
+    It returns the response message, or the `ServeError` to answer with (never raises but
+    for cancellation). Parsing happens here rather than in grpc's deserializer, which would
+    answer a malformed message with UNKNOWN; here it is INVALID_ARGUMENT with the reason.
     """
 
     raw_request = request_type is bytes  # the method parses (and decodes) the bytes itself
 
-    async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+    async def call(raw: bytes, context: HasMetadata) -> Any:
         check_restricted(restrictions, auth, api, context)
         if raw_request:
             return await method(raw, context)
@@ -319,9 +323,40 @@ def _guard(
             raise InvalidArgument(f"malformed {request_type.__name__} protobuf: {exc}") from None
         return await method(request, context)
 
-    async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+    async def handler(raw: bytes, context: HasMetadata) -> Any:
         memory.request_done(len(raw))  # the trim runs after this call has let go of the request
-        answer = await guarded(call, raw, context)
+        return await guarded(call, raw, context)
+
+    return handler
+
+
+def unary_handlers(
+    servicer: InferenceServicer, restrictions: Restrictions, auth: TokenAuth | None
+) -> dict[str, Callable[[bytes, Any], Awaitable[Any]]]:
+    """Every unary method by name (see `unary_handler`)."""
+    return {
+        name: unary_handler(getattr(servicer, name), req, API_OF[name], restrictions, auth)
+        for name, (req, _) in UNARY.items()
+    }
+
+
+async def stream_refusal(restrictions: Restrictions, auth: TokenAuth | None, context: HasMetadata) -> ServeError | None:
+    """ModelStreamInfer's access checks, under the same mapping as a unary call's: the refusal, or None."""
+
+    async def check() -> None:
+        check_restricted(restrictions, auth, API_OF["ModelStreamInfer"], context)
+
+    refused = await guarded(check)
+    return refused if isinstance(refused, ServeError) else None
+
+
+def _guard(
+    handle: Callable[[bytes, Any], Awaitable[Any]], response_type: type[Any]
+) -> Callable[[bytes, Any], Awaitable[Any]]:
+    """A grpc.aio unary handler: a refusal or failure sets the call's status."""
+
+    async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        answer = await handle(raw, context)
         if not isinstance(answer, ServeError):
             return answer
         context.set_code(answer.grpc_code)
@@ -333,18 +368,14 @@ def _guard(
 
 def _guard_stream(
     method: Callable[[AsyncIterator[bytes], Any], AsyncIterator[bytes]],
-    api: str,
     restrictions: Restrictions,
     auth: TokenAuth | None,
 ) -> Callable[[AsyncIterator[bytes], Any], AsyncIterator[bytes]]:
-    """A streaming handler: the same access checks and error mapping as `_guard`, then the stream."""
-
-    async def check(context: grpc.aio.ServicerContext) -> None:
-        check_restricted(restrictions, auth, api, context)
+    """A grpc.aio streaming handler: the same access checks and error mapping as a unary call, then the stream."""
 
     async def handler(messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        refused = await guarded(check, context)
-        if isinstance(refused, ServeError):
+        refused = await stream_refusal(restrictions, auth, context)
+        if refused is not None:
             await context.abort(refused.grpc_code, refused.message)
         async for reply in method(messages, context):
             yield reply
@@ -357,15 +388,13 @@ def generic_handler(
 ) -> grpc.GenericRpcHandler:
     restrictions = restrictions or Restrictions()
     servicer = InferenceServicer(dataplane, restrictions, auth)
+    unary = unary_handlers(servicer, restrictions, auth)
     handlers: dict[str, grpc.RpcMethodHandler] = {
-        name: grpc.unary_unary_rpc_method_handler(
-            _guard(getattr(servicer, name), req, resp, API_OF[name], restrictions, auth),
-            response_serializer=resp.SerializeToString,
-        )
-        for name, (req, resp) in UNARY.items()
+        name: grpc.unary_unary_rpc_method_handler(_guard(unary[name], resp), response_serializer=resp.SerializeToString)
+        for name, (_, resp) in UNARY.items()
     }
     handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-        _guard_stream(servicer.ModelStreamInfer, API_OF["ModelStreamInfer"], restrictions, auth)
+        _guard_stream(servicer.ModelStreamInfer, restrictions, auth)
     )
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 

@@ -28,6 +28,7 @@ from modelserve.auth import TokenAuth
 from modelserve.cache import ResponseCache
 from modelserve.dataplane import DataPlane
 from modelserve.faults import FaultInjector
+from modelserve.grpcloop import GrpcLoopServer
 from modelserve.repository import Repository, RepositorySettings
 from modelserve.rest import MetricsApp, RestApp
 from modelserve.restrictions import Restrictions
@@ -61,6 +62,7 @@ class ServerOptions:
     http_tls: TlsFiles | None = None
     grpc_tls: TlsFiles | None = None
     response_cache_bytes: int = 0  # --cache-config local,size=BYTES
+    grpc_frontend: str = "loop"  # --grpc-frontend: "loop" (modelserve.grpcloop) or "grpcio" (grpc.aio)
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -153,7 +155,21 @@ async def serve(options: ServerOptions, settings: RepositorySettings, faults: Fa
     http = _http_server(rest_app, options.http_address, options.http_port, options, cap, options.http_tls)
     metrics = _http_server(MetricsApp(dataplane), options.http_address, options.metrics_port, options, 64)
 
-    def new_grpc() -> grpc.aio.Server:
+    shared = workers is not None
+
+    def new_grpc() -> grpc.aio.Server | GrpcLoopServer:
+        if options.grpc_frontend == "loop":
+            return GrpcLoopServer(
+                dataplane,
+                options.grpc_address,
+                options.grpc_port,
+                options.max_body_bytes,
+                options.grpc_restrictions,
+                auth=options.auth,
+                tls=options.grpc_tls,
+                max_connections=cap,
+                sock=reuse_port_socket(options.grpc_address, options.grpc_port) if shared else None,
+            )
         return grpc_api.create_server(
             dataplane,
             f"{options.grpc_address}:{options.grpc_port}",
@@ -165,7 +181,6 @@ async def serve(options: ServerOptions, settings: RepositorySettings, faults: Fa
         )
 
     grpc_server = new_grpc()
-    shared = workers is not None
     http_sockets = [reuse_port_socket(options.http_address, options.http_port)] if shared else None
     metrics_sockets = [reuse_port_socket(options.http_address, options.metrics_port)] if shared else None
     http_task = asyncio.create_task(http.serve(sockets=http_sockets))

@@ -8,10 +8,13 @@ So on SIGTERM:
 1. readiness turns false at once (`/v2/health/ready` 503, gRPC `ServerReady` false);
 2. for `--shutdown-delay-secs` everything is still served: every HTTP answer carries
    `Connection: close` (the client's next request opens a new connection, which the updated
-   endpoints send elsewhere) and every gRPC connection gets a GOAWAY (the port is handed to
-   a fresh gRPC server sharing it through SO_REUSEPORT, while the old one stops with a grace
-   period: its calls finish, and clients reconnect, to another pod or, until endpoints have
-   propagated, to the fresh server);
+   endpoints send elsewhere) and every gRPC connection gets a GOAWAY: with the on-loop front
+   end (modelserve.grpcloop) each connection gets it directly, in two steps as gRPC servers
+   send it (GOAWAY and PING, then GOAWAY naming the last stream taken), its calls finish and
+   clients reconnect, to another pod or, until endpoints have propagated, to this one; with
+   `--grpc-frontend=grpcio` the port is handed to a fresh grpc.aio server sharing it through
+   SO_REUSEPORT while the old one stops with a grace period (grpc-core may cancel a call per
+   connection at that hand-over: grpc/grpc#41785);
 3. then the listeners stop accepting, idle connections are closed and in-flight requests
    finish, for at most `--exit-timeout-secs`;
 4. the process exits 0.
@@ -33,6 +36,7 @@ import grpc
 import uvicorn
 
 from modelserve.dataplane import DataPlane
+from modelserve.grpcloop import GrpcLoopServer
 from modelserve.rest import RestApp
 
 log = logging.getLogger("modelserve")
@@ -45,12 +49,15 @@ class Listeners:
     http_task: asyncio.Task[None]
     metrics: uvicorn.Server
     metrics_task: asyncio.Task[None]
-    grpc: grpc.aio.Server
-    new_grpc: Callable[[], grpc.aio.Server]
+    grpc: grpc.aio.Server | GrpcLoopServer
+    new_grpc: Callable[[], grpc.aio.Server | GrpcLoopServer]
 
 
 async def _goaway(listeners: Listeners, grace: float) -> asyncio.Task[None] | None:
-    """Hand the gRPC port to a fresh server; the old one sends GOAWAY and finishes its calls."""
+    """GOAWAY to every gRPC connection; grpc.aio: hand the port to a fresh server, the old one finishes its calls."""
+    if isinstance(listeners.grpc, GrpcLoopServer):
+        listeners.grpc.goaway()
+        return None
     try:
         successor = listeners.new_grpc()
         await successor.start()

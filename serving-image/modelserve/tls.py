@@ -49,6 +49,17 @@ class TlsFiles:
             require_client_auth=self.mutual,
         )
 
+    def grpc_ssl_context(self) -> ssl.SSLContext:
+        """The gRPC listener's TLS on the event loop (modelserve.grpcloop): TLS 1.2+, ALPN h2, mutual on demand."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(self.cert), str(self.key))
+        context.set_alpn_protocols(["h2"])
+        if self.root is not None:
+            context.load_verify_locations(cafile=str(self.root))
+            context.verify_mode = ssl.CERT_REQUIRED if self.mutual else ssl.CERT_OPTIONAL
+        return context
+
     def uvicorn_settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {"ssl_certfile": str(self.cert), "ssl_keyfile": str(self.key)}
         if self.root is not None:
