@@ -93,7 +93,18 @@ format: $(VENV)/.installed ## ruff format and fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install ## run the serving benchmark (about 6 minutes); paste its report into docs/benchmarks.md
+# The load generators are C programs (h2load from nghttp2-client; wrk for the true cache misses), so the
+# client does not take a core from the servers it measures; installed with apt-get when missing, as root.
+bench: install ## run the serving benchmark (about 9 minutes); paste its report into docs/benchmarks.md
+	@missing=""; \
+	command -v h2load >/dev/null || missing="$$missing nghttp2-client"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make bench needs:$$missing (run it as root once, or apt-get install them; or run .venv/bin/python -m bench.serving.run --client python)" >&2; exit 1; fi; \
+	  echo "installing:$$missing"; \
+	  for try in $$(seq 1 60); do apt-get $(APT_WAIT) update -qq && break; echo "apt lists locked; waiting"; sleep 10; done; \
+	  DEBIAN_FRONTEND=noninteractive apt-get $(APT_WAIT) install -y -qq --no-install-recommends $$missing; \
+	fi
 	$(PY) -m bench.serving.run --rounds 3 --duration 5
 
 # Images: the chart's defaults are $(IMAGE_REPO)/operator and $(IMAGE_REPO)/modelserve at $(IMAGE_TAG).
