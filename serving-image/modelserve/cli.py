@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--grpc-frontend",
         choices=["loop", "grpcio"],
         default="loop",
-        help="gRPC front end: loop (HTTP/2 framed on the event loop, no threads; the default) or grpcio"
-        " (grpc.aio, the previous front end)",
+        help="gRPC front end: loop (HTTP/2 and gRPC framed on the event loop, no threads) or grpcio (grpc.aio,"
+        " the previous front end); default: loop",
     )
     p.add_argument("--metrics-port", type=int, default=contract.METRICS_PORT, help="Prometheus metrics port (/metrics)")
     p.add_argument(

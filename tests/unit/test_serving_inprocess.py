@@ -1,9 +1,9 @@
 """The data plane, the REST app and the gRPC servicer, in this process (no server subprocess).
 
 A repository is built in code (modelserve.examples); the REST app is driven through httpx's
-ASGI transport, the gRPC service through a grpc.aio server on a loopback port in the test's
-own event loop. The integration tests (tests/integration/test_serving_*.py) cover the same
-answers through a real server and the real tritonclient.
+ASGI transport, the gRPC service through both front ends (the on-loop one and grpc.aio) on a
+loopback port in the test's own event loop. The integration tests (tests/integration/
+test_serving_*.py) cover the same answers through a real server and the real tritonclient.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from modelserve import examples
 from modelserve import grpc as grpc_front
 from modelserve.dataplane import DataPlane
 from modelserve.errors import ControlModeRefused, InvalidArgument, NotFound, Unavailable
+from modelserve.grpcloop import GrpcLoopServer
 from modelserve.messages import InferInput, InferRequest, RepositoryEntry, RequestedOutput
 from modelserve.proto import grpc_service_pb2 as pb
 from modelserve.repository import Repository, RepositorySettings
@@ -200,11 +201,17 @@ async def test_rest_errors_map_to_statuses(rest: httpx.AsyncClient) -> None:
 # --- gRPC, on a loopback port in this event loop ---
 
 
-@pytest.fixture
-async def stub(dataplane: DataPlane) -> AsyncIterator[grpc.aio.Channel]:
-    server = grpc_front.create_server(dataplane, "127.0.0.1:0", 1 << 20)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+@pytest.fixture(params=["loop", "grpcio"])
+async def stub(dataplane: DataPlane, request: pytest.FixtureRequest) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to either front end: the on-loop one (modelserve.grpcloop) or grpc.aio's."""
+    if request.param == "loop":
+        server: grpc.aio.Server | GrpcLoopServer = GrpcLoopServer(dataplane, "127.0.0.1", 0, 1 << 20)
+        await server.start()
+        port = server.port
+    else:
+        server = grpc_front.create_server(dataplane, "127.0.0.1:0", 1 << 20)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield channel
     await server.stop(None)
