@@ -304,8 +304,9 @@ async def _rollout_loop(memo: kopf.Memo) -> None:
     while True:
         await asyncio.sleep(ROLLOUT_TICK_SECONDS)
         now = datetime.datetime.now(datetime.UTC)
-        for body in list(memo.memory.known.values()):
-            if analysis_due(body, memo.memory, now):
+        for key in list(memo.memory.known):
+            body = memo.memory.owner(key)  # as the watch shows it now
+            if body is not None and analysis_due(body, memo.memory, now):
                 await _reconcile_in_background(body, memo, "canary analysis")
 
 
@@ -314,9 +315,11 @@ async def _resync_loop(memo: kopf.Memo) -> None:
     while True:
         period = memo.settings.resync_seconds
         await asyncio.sleep(period * random.uniform(0.9, 1.1))
-        bodies = list(memo.memory.known.values())
-        random.shuffle(bodies)
-        spacing = period / max(1, len(bodies)) / 2
-        for body in bodies:
-            await _reconcile_in_background(body, memo, "resync")
+        keys = list(memo.memory.known)
+        random.shuffle(keys)
+        spacing = period / max(1, len(keys)) / 2
+        for key in keys:
+            body = memo.memory.owner(key)  # as the watch shows it now, not as it was when the pass began
+            if body is not None:
+                await _reconcile_in_background(body, memo, "resync")
             await asyncio.sleep(spacing)
