@@ -59,7 +59,9 @@ class Goals:
         self.lines.append(f"- {text}: {a / b:.2f}x" + (f" (goal {goal})" if goal else ""))
 
 
-def goal_lines(cells: dict[str, Cell], memory: dict[str, float], frontends: list[str], default_frontend: str | None):
+def goal_lines(
+    cells: dict[str, Cell], memory: dict[str, float], frontends: list[str], default_frontend: str | None
+) -> list[str]:
     g = Goals(cells)
     grpc_name = f"grpc ({default_frontend} front end)" if default_frontend else "grpc"
     for model, goal in (("cnn", 2.0), ("mlp", 1.0)):

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from bench.serving.cells import Measurement, url_path
-from bench.serving.child import run_child
+from bench.serving.child import ChildRun, run_child
 
 _RUNS = itertools.count(1)  # each run's counters start at run << 40: unique across runs and rounds
 
@@ -92,7 +92,9 @@ class Wrk:
         path.write_text(text)
         return path
 
-    async def _run(self, url: str, body_path: Path, headers: dict[str, str], concurrency: int, seconds: int):
+    async def _run(
+        self, url: str, body_path: Path, headers: dict[str, str], concurrency: int, seconds: int
+    ) -> tuple[ChildRun, list[str]]:
         result = self.workdir / "wrk.result"
         result.unlink(missing_ok=True)
         script = self._script(body_path, headers, result)
