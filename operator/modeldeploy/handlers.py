@@ -49,13 +49,14 @@ resilience.install()  # kopf's watches restart instead of ending the process; it
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.settings = memo.get("settings") or OperatorSettings()
-    memo.kube = memo.get("kube") or KubeClient.from_environment(
-        memo.settings.field_manager, pool_size=memo.settings.max_workers + CHILD_THREADS + 8
-    )
     if memo.get("metrics") is None:
         memo.metrics = OperatorMetrics()
         if memo.settings.metrics_port:
             memo.metrics.serve(memo.settings.metrics_port)
+    memo.kube = memo.get("kube") or KubeClient.from_environment(
+        memo.settings.field_manager, pool_size=memo.settings.max_workers + CHILD_THREADS + 8
+    )
+    memo.kube.on_request = memo.metrics.kube_request
     if "provider" not in memo:
         memo.provider = PrometheusProvider(memo.settings.prometheus_url)
     memo.memory = Memory()

@@ -24,6 +24,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,7 @@ class RetryPolicy:
 
 
 NO_RETRIES = RetryPolicy(attempts=1)
+USER_AGENT = "modeldeploy-operator"
 FANOUT_THREADS = 32  # `apply_all`'s threads, shared by all callers; their calls only wait on the API server
 
 
@@ -119,6 +121,8 @@ class KubeClient:
         self.field_manager = field_manager
         self.retry = retry or RetryPolicy()
         self.retries: dict[int, int] = {}  # status -> retries made, for metrics and tests
+        # Called once per request sent (every attempt): (method, HTTP status; 0 when none came).
+        self.on_request: Callable[[str, int], None] | None = None
         self._fanout: ThreadPoolExecutor | None = None
         self._fanout_guard = threading.Lock()
 
@@ -135,7 +139,9 @@ class KubeClient:
             config.load_incluster_config(client_configuration=configuration)
         else:
             config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
-        return cls(client.ApiClient(configuration), field_manager)
+        api_client = client.ApiClient(configuration)
+        api_client.user_agent = USER_AGENT  # how the API server's audit log and metrics tell it apart
+        return cls(api_client, field_manager)
 
     def _call(
         self,
@@ -179,10 +185,13 @@ class KubeClient:
             response = self.api_client.call_api(*request, _request_timeout=(5, 30))
             data = response.read()
         except ApiException as exc:  # connection-level failures come wrapped
+            self._count(method, exc.status or 0)
             retry_after = _retry_after((exc.headers or {}).get("Retry-After"))
             raise KubeError(exc.status or 0, _reason(exc.body, str(exc.reason)), retry_after) from None
         except (OSError, urllib3.exceptions.HTTPError) as exc:
+            self._count(method, 0)
             raise KubeError(0, str(exc)) from None
+        self._count(method, response.status)
         if response.status >= 400:
             retry_after = _retry_after(response.getheader("Retry-After"))
             raise KubeError(response.status, _reason(data, str(response.reason)), retry_after)
@@ -190,6 +199,10 @@ class KubeClient:
             return json.loads(data) if data else None
         except ValueError as exc:  # a cut answer
             raise KubeError(0, f"unreadable answer: {exc}") from None
+
+    def _count(self, method: str, status: int) -> None:
+        if self.on_request is not None:
+            self.on_request(method, status)
 
     def get(self, ref: ObjectRef) -> dict[str, Any] | None:
         try:

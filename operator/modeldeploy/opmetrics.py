@@ -1,4 +1,5 @@
-"""The operator's own Prometheus metrics: reconciles (count, errors, duration), canary analyses and weights.
+"""The operator's own Prometheus metrics: reconciles (count, errors, duration), canary analyses and weights,
+API requests.
 
 Per-ModelDeployment labels are `modeldeploy_namespace` and `modeldeploy_deployment`: a scrape
 sets `namespace` to the operator's own namespace, so that name would be renamed away.
@@ -46,6 +47,17 @@ class OperatorMetrics:
             ["modeldeploy_namespace", PROM_LABEL_DEPLOYMENT],  # the serving series' label (the dashboard joins on it)
             registry=self.registry,
         )
+
+        self.kube_requests = Counter(
+            "modeldeploy_kube_requests",
+            "Kubernetes API requests the operator's reconciles sent (each attempt), by method and HTTP status "
+            "(0: no answer); kopf's own watches and patches are not counted",
+            ["method", "code"],
+            registry=self.registry,
+        )
+
+    def kube_request(self, method: str, code: int) -> None:
+        self.kube_requests.labels(method, str(code)).inc()
 
     def record_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """The canary weight a reconcile left in a ModelDeployment's status."""
