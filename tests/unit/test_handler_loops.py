@@ -18,12 +18,20 @@ def body(name: str, version: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": "ml", "uid": f"u-{name}", "resourceVersion": version}}
 
 
-async def test_resync_reconciles_the_body_the_watch_shows_at_its_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def memo() -> kopf.Memo:
+    """What the handlers' startup sets up: settings (a 10 ms resync period) and memory of "a" and "b"."""
     memo = kopf.Memo()
     memo.settings = OperatorSettings(metrics_port=0, liveness_endpoint=None, resync_seconds=0.01)
     memo.memory = Memory()
     for name in ("a", "b"):
         memo.memory.seen(body(name, "1"))
+    return memo
+
+
+async def test_resync_reconciles_the_body_the_watch_shows_at_its_turn(
+    monkeypatch: pytest.MonkeyPatch, memo: kopf.Memo
+) -> None:
     reconciled: list[tuple[str, str]] = []
     done = asyncio.Event()
 
@@ -46,12 +54,7 @@ async def test_resync_reconciles_the_body_the_watch_shows_at_its_turn(monkeypatc
     assert {name for name, _ in reconciled} == {"a", "b"}
 
 
-async def test_resync_skips_an_object_deleted_during_the_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    memo = kopf.Memo()
-    memo.settings = OperatorSettings(metrics_port=0, liveness_endpoint=None, resync_seconds=0.01)
-    memo.memory = Memory()
-    for name in ("a", "b"):
-        memo.memory.seen(body(name, "1"))
+async def test_resync_skips_an_object_deleted_during_the_pass(monkeypatch: pytest.MonkeyPatch, memo: kopf.Memo) -> None:
     reconciled: list[str] = []
 
     async def record(seen: dict[str, Any], memo_: kopf.Memo, what: str) -> None:
