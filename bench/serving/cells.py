@@ -47,6 +47,7 @@ class Measurement:
     latencies_ms: list[float]
     client_cpu_s: float  # the load generator's own CPU (user + system), over its whole run
     client_wall_s: float  # the wall time that CPU was spent in
+    detail: str = ""  # what the client said about its errors, if any
 
     @property
     def rps(self) -> float:

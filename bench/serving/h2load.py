@@ -65,13 +65,19 @@ class BodyFiles:
 
 
 def parse_log(path: Path) -> tuple[list[float], int]:
-    """Latencies (ms) of the 2xx answers, and how many answers were not 2xx."""
+    """Latencies (ms) of the successful answers, and how many answers were not.
+
+    Status 0: the answer's status line came during the warm-up and the rest in the measured period;
+    h2load then takes the status as a success without recording it (nor counting it under "status
+    codes"), so it counts as one here too. Status -1: a failed stream.
+    """
     latencies, bad = [], 0
     for line in path.read_text().splitlines():
         fields = line.split("\t")
         if len(fields) < 3:
             continue
-        if 200 <= int(fields[1]) < 300:
+        status = int(fields[1])
+        if status == 0 or 200 <= status < 300:
             latencies.append(int(fields[2]) / 1000)
         else:
             bad += 1
@@ -130,10 +136,10 @@ class H2load:
         requests, statuses = _REQUESTS.search(run.output), _STATUS.search(run.output)
         if run.returncode != 0 or requests is None or statuses is None or not log.exists():
             raise RuntimeError(f"h2load failed ({run.returncode}) on {target} {model}: {run.output[-2000:]}")
-        latencies, non_2xx = parse_log(log)
+        latencies, failed_in_log = parse_log(log)
         # failed: non-2xx answers plus stream and connection errors, in the measured period
-        errors = max(int(requests.group(5)), non_2xx)
-        ok = len(latencies)
+        errors = max(int(requests.group(5)), failed_in_log)
+        ok, hidden = len(latencies), 0
         if before is not None and success_count is not None:
             moved = await settled(success_count) - before
             hidden = max(0, ok - moved)  # gRPC errors answered with HTTP 200 (grpc-status in the trailers)
@@ -147,4 +153,7 @@ class H2load:
             latencies_ms=latencies,
             client_cpu_s=run.cpu_s,
             client_wall_s=run.wall_s,
+            detail=f"{requests.group(0)}; {statuses.group(0)}; {failed_in_log} failed in the log; {hidden} gRPC errors"
+            if errors
+            else "",
         )

@@ -190,10 +190,10 @@ async def measure(
         bodies = {model: request_bodies(model) for model in MODELS}
         for round_index in range(rounds):
             for cell in cells.values():
-                await measure_cell(cell, addresses, servers, samplers, bodies, drivers, seconds, warmup)
+                detail = await measure_cell(cell, addresses, servers, samplers, bodies, drivers, seconds, warmup)
                 print(
                     f"round {round_index + 1}/{rounds} {cell.key} ({cell.client}): {cell.rps[-1]:.0f} req/s, "
-                    f"client CPU {cell.client_cpu_percent[-1]:.0f} %",
+                    f"client CPU {cell.client_cpu_percent[-1]:.0f} %" + (f" ({detail})" if detail else ""),
                     file=sys.stderr,
                 )
     finally:
@@ -222,7 +222,7 @@ async def measure_cell(
     drivers: Drivers,
     seconds: float,
     warmup: float,
-) -> None:
+) -> str:
     server = server_of(cell.target)
     address = addresses[cell.target.replace("-miss", "")]
     sampler = samplers[server]
@@ -254,6 +254,7 @@ async def measure_cell(
     cell.cpu_percent.append(100 * cpu_used / wall)
     cell.client_cpu_percent.append(result.client_cpu_percent)
     cell.errors += result.errors
+    return result.detail
 
 
 def main() -> None:

@@ -127,4 +127,7 @@ class Wrk:
             latencies_ms=latencies,
             client_cpu_s=run.cpu_s,
             client_wall_s=run.wall_s,
+            detail=f"errors: connect {connect}, read {read}, write {write}, status {status}, timeout {timeout}"
+            if status + connect + read + write + timeout
+            else "",
         )
