@@ -146,9 +146,13 @@ class CallHeaders:
         encoding = encoding or "identity"
         if encoding not in ENCODINGS:
             raise Unimplemented(f"grpc-encoding {clip(encoding)} is not supported; use one of {', '.join(ENCODINGS)}")
+        if encoding == "identity":
+            return cls(encoding, encoding, timeout) if timeout is not None else IDENTITY_CALL
         accepted = {item.strip().lower() for item in accept.decode("latin-1").split(",")}
-        respond = encoding if encoding != "identity" and encoding in accepted else "identity"
-        return cls(encoding, respond, timeout)
+        return cls(encoding, encoding if encoding in accepted else "identity", timeout)
+
+
+IDENTITY_CALL: Final = CallHeaders()
 
 
 class CallContext:

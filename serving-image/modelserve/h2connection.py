@@ -37,6 +37,8 @@ CONNECTION_WINDOW = (1 << 30) - 1
 RECENTLY_RESET = 1024  # closed stream ids remembered, to ignore frames the peer sent before it knew
 GOAWAY_PING = b"modeldrn"
 GOAWAY_PING_WAIT = 1.0  # seconds to wait for the drain PING's ack before the final GOAWAY
+DECODED_BLOCKS = 32  # header blocks remembered per connection, with what they decoded to
+DECODED_BLOCK_BYTES = 1024
 FORBIDDEN_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
 
@@ -48,6 +50,45 @@ class StreamLimits:
     max_frame_size: int = f.DEFAULT_MAX_FRAME_SIZE
     max_header_list_size: int = 64 << 10
     buffer_cap: int = 64 << 20  # unread request bytes one stream may hold before its window stops opening
+
+
+Request = tuple[bytes, bytes, list[tuple[bytes, bytes]]]  # :method, :path, regular fields (names lower case)
+
+
+def request_fields(stream_id: int, fields: list[tuple[bytes, bytes]]) -> Request:
+    """Check a request's fields as RFC 9113 section 8.2 and 8.3 ask; a malformed request is a stream error."""
+    seen: set[bytes] = set()
+    regular = False
+    method = path = b""
+    headers: list[tuple[bytes, bytes]] = []
+    for name, value in fields:
+        if b"\0" in value or b"\r" in value or b"\n" in value or name != name.lower() or not name:
+            raise f.H2StreamError(stream_id, f.PROTOCOL_ERROR, "malformed header field")
+        if name[0] == 0x3A:  # ':'
+            if regular or name not in REQUEST_PSEUDO or name in seen:
+                raise f.H2StreamError(stream_id, f.PROTOCOL_ERROR, "misplaced, unknown or repeated pseudo-header")
+            seen.add(name)
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            continue
+        regular = True
+        if name in FORBIDDEN_HEADERS or (name == b"te" and value != b"trailers"):
+            raise f.H2StreamError(stream_id, f.PROTOCOL_ERROR, "connection-specific header field")
+        headers.append((name, value))
+    if not method or not path or b":scheme" not in seen:
+        raise f.H2StreamError(stream_id, f.PROTOCOL_ERROR, "request without :method, :scheme or :path")
+    return method, path, headers
+
+
+@dataclass
+class Decoded:
+    """A header block's fields as decoded at a table version, and the request they make once checked."""
+
+    version: int
+    fields: list[tuple[bytes, bytes]]
+    request: Request | None = None
 
 
 class StreamApp(Protocol):
@@ -139,6 +180,8 @@ class H2Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.decoder = Decoder(max_header_list_size=limits.max_header_list_size)
+        self.decoded: dict[bytes, Decoded] = {}  # see _decode
+        self.table_version = 0
         self.buffer = bytearray()
         self.preface_done = False
         self.settings_seen = False
@@ -365,11 +408,30 @@ class H2Connection(asyncio.Protocol):
             self.continuation = None
             self._header_block(first_id, first_flags, self_dependent, b"".join(parts))
 
-    def _header_block(self, stream_id: int, flags: int, self_dependent: bool, block: bytes) -> None:
+    def _decode(self, block: bytes) -> Decoded:
+        """The block's fields; every block goes through the decoder (HPACK state is shared) unless the same
+        bytes were decoded before at the same table state without changing it (a client's repeated call)."""
+        cached = self.decoded.get(block)
+        if cached is not None and cached.version == self.table_version:
+            return cached
+        table = self.decoder.header_table
+        entries = table.dynamic_entries
+        first, count, size = entries[0] if entries else None, len(entries), table.maxsize
         try:
-            fields = self.decoder.decode(block, raw=True)  # every block goes through: HPACK state is shared
+            fields = self.decoder.decode(block, raw=True)
         except HPACKError as exc:
             raise f.H2ConnectionError(f.COMPRESSION_ERROR, f"header block: {type(exc).__name__}") from None
+        decoded = Decoded(self.table_version, fields)
+        if (entries[0] if entries else None) is not first or len(entries) != count or table.maxsize != size:
+            self.table_version += 1  # the table changed: what was decoded before may read differently now
+        elif len(block) <= DECODED_BLOCK_BYTES:
+            if len(self.decoded) >= DECODED_BLOCKS:
+                self.decoded.clear()
+            self.decoded[block] = decoded
+        return decoded
+
+    def _header_block(self, stream_id: int, flags: int, self_dependent: bool, block: bytes) -> None:
+        decoded = self._decode(block)
         end_stream = bool(flags & f.END_STREAM)
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers
@@ -395,35 +457,12 @@ class H2Connection(asyncio.Protocol):
         if len(self.streams) >= self.limits.max_concurrent_streams:
             raise f.H2StreamError(stream_id, f.REFUSED_STREAM, "over SETTINGS_MAX_CONCURRENT_STREAMS")
         stream = H2Stream(self, stream_id, self.peer_initial_window)
-        self._request_fields(stream, fields)
+        if decoded.request is None:  # checked once per distinct block
+            decoded.request = request_fields(stream_id, decoded.fields)
+        stream.method, stream.path, stream.headers = decoded.request
         stream.remote_closed = end_stream
         self.streams[stream_id] = stream
         self.app.open_stream(self, stream)
-
-    @staticmethod
-    def _request_fields(stream: H2Stream, fields: list[tuple[bytes, bytes]]) -> None:
-        """Check a request's fields as RFC 9113 section 8.2 and 8.3 ask; a malformed request is a stream error."""
-        seen: set[bytes] = set()
-        regular = False
-        for name, value in fields:
-            bad = b"\0" in value or b"\r" in value or b"\n" in value or name != name.lower() or not name
-            if bad:
-                raise f.H2StreamError(stream.id, f.PROTOCOL_ERROR, "malformed header field")
-            if name[0] == 0x3A:  # ':'
-                if regular or name not in REQUEST_PSEUDO or name in seen:
-                    raise f.H2StreamError(stream.id, f.PROTOCOL_ERROR, "misplaced, unknown or repeated pseudo-header")
-                seen.add(name)
-                if name == b":method":
-                    stream.method = value
-                elif name == b":path":
-                    stream.path = value
-                continue
-            regular = True
-            if name in FORBIDDEN_HEADERS or (name == b"te" and value != b"trailers"):
-                raise f.H2StreamError(stream.id, f.PROTOCOL_ERROR, "connection-specific header field")
-            stream.headers.append((name, value))
-        if not stream.method or not stream.path or b":scheme" not in seen:
-            raise f.H2StreamError(stream.id, f.PROTOCOL_ERROR, "request without :method, :scheme or :path")
 
     def _settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id != 0:
