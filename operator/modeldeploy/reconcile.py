@@ -215,9 +215,9 @@ def _reconcile_locked(
     decision: RolloutState | None = None
     plan: rollout.RolloutPlan | None = None
     if stable is not None and use_canary:
-        settled = before is None and stable.revision == desired  # no canary: only its replicas are read
-        cached = children.get((ns, stable_ref.name)) if settled else None
-        live_stable = cached if cached is not None else kube.get(stable_ref)
+        # Settled (no canary, the stable runs the desired revision): nothing reads the live stable.
+        settled = before is None and stable.revision == desired
+        live_stable = None if settled else kube.get(stable_ref)
         if stable.revision != desired and desired != previous.get("rejectedRevision"):
             decision, outcome.analysis = _decide(md, kube, before, desired, live_stable, provider, now)
         plan = rollout.plan(

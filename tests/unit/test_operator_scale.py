@@ -89,6 +89,16 @@ def test_without_a_watch_every_resync_applies() -> None:
     assert stable_applies(kube) == 2
 
 
+def test_a_settled_resync_reads_nothing_before_it_applies() -> None:
+    """The safety-net resync (trusting no watch copy) of an object without a canary: its apply
+    answers the live stable, so no GET comes before it (three requests would be two)."""
+    kube, mem = VersionedKube(), Memory()
+    run(kube, mem, body(), created=True)
+    kube.calls.clear()
+    reconcile.reconcile(body(), cast(KubeClient, kube), SETTINGS, mem, trust_watch=False)
+    assert [verb for verb, _, _ in kube.calls] == ["apply", "apply"], kube.calls
+
+
 def test_a_retried_create_prunes_what_its_failed_first_attempt_applied() -> None:
     kube, mem = VersionedKube(), Memory()
     autoscaled = body(autoscaling={"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilization": 50})
