@@ -9,13 +9,17 @@ statistics in statistics.py; this module ties them to the models.
 from __future__ import annotations
 
 import time
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from modelserve import __version__, signature
 from modelserve import config as cfg
 from modelserve.batching import BatchTiming
-from modelserve.cache import ResponseCache, request_key
+from modelserve.cache import ResponseCache, exact_request_digest, request_key
 from modelserve.control import RepositoryControl
 from modelserve.errors import InferenceFailed, ServeError, Unavailable
 from modelserve.faults import FaultInjector
@@ -33,6 +37,23 @@ from modelserve.statistics import Statistics, VersionStatistics
 from modelserve.workerstate import WorkerState
 
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheTicket:
+    """Where a cached version's result lies in the response cache: a front end remembers its answer there."""
+
+    model: ModelVersion
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ExactRequest:
+    """A front end's exact request for a cached version (its digest), and the answer remembered for it, if any."""
+
+    model: ModelVersion
+    digest: bytes
+    answer: Any | None
 
 
 class DataPlane:
@@ -124,19 +145,58 @@ class DataPlane:
         if batcher.queued >= batcher.max_queue_size:
             raise Unavailable(f"request queue is full ({batcher.max_queue_size} waiting); retry later")
 
+    def uses_cache(self, name: str, version: str = "") -> bool:
+        """Whether this version's results go through the response cache."""
+        return self.cache is not None and self.repository.get(name, version).stats.cached
+
+    def exact_answer(
+        self, kind: str, name: str, version: str, parts: Iterable[bytes | memoryview]
+    ) -> ExactRequest | None:
+        """Look up the answer a front end remembered for this exact request (`parts`, in its form `kind`).
+
+        None when the version does not use the response cache (or faults are injected: every request
+        then takes the whole path). A remembered answer is a cache hit, counted as one; it is only
+        ever found for the very version (the same load) that produced it, and never keeps an unloaded one alive.
+        """
+        cache = self.cache
+        if cache is None or self.faults.active:
+            return None
+        self.lifecycle.refuse_when_stopped()
+        mv = self.repository.get(name, version)
+        if not mv.stats.cached:
+            return None
+        started = time.perf_counter_ns()
+        digest = exact_request_digest(kind, name, version, parts)
+        found = cache.answer(digest)
+        if found is not None and found[0]() is mv:
+            elapsed = time.perf_counter_ns() - started
+            mv.stats.cache_hit_done(duration_ns=elapsed, lookup_ns=elapsed)
+            return ExactRequest(mv, digest, found[1])
+        return ExactRequest(mv, digest, None)
+
+    def remember_answer(self, exact: ExactRequest, ticket: CacheTicket | None, answer: Any, nbytes: int) -> None:
+        """Keep a front end's `answer` (`nbytes` long) to `exact`, with the cache entry `ticket` names."""
+        if self.cache is not None and ticket is not None and ticket.model is exact.model:
+            self.cache.remember(ticket.key, exact.digest, (weakref.ref(ticket.model), answer), nbytes)
+
     async def infer(self, request: InferRequest) -> InferResponse:
+        return (await self.infer_with_ticket(request))[0]
+
+    async def infer_with_ticket(self, request: InferRequest) -> tuple[InferResponse, CacheTicket | None]:
+        """`infer`, and where its result lies in the response cache (None when the version does not use it)."""
         self.lifecycle.refuse_when_stopped()
         mv = self.repository.get(request.model, request.version)
         started = time.perf_counter_ns()
         self.lifecycle.enter()
         mv.stats.pending += 1
         rows = 1
+        ticket: CacheTicket | None = None
         try:
             feeds, rows = signature.check_inputs(mv.config, request.inputs)
             wanted = signature.requested_outputs(mv.config, request.outputs)
             await self.faults.before_inference()
             if self.cache is not None and mv.stats.cached:
-                outputs, timing = await self._cached_run(mv, request, feeds)
+                outputs, timing, ticket = await self._cached_run(mv, request, feeds)
             else:
                 outputs, timing = await mv.batcher.submit(feeds)
             response = InferResponse(
@@ -156,26 +216,26 @@ class DataPlane:
             self.lifecycle.leave()
         if isinstance(timing, int):  # answered from the response cache in `timing` ns
             mv.stats.cache_hit_done(duration_ns=time.perf_counter_ns() - started, lookup_ns=timing)
-            return response
+            return response, ticket
         mv.stats.request_timing(
             timing.queue_ns, timing.compute_input_ns, timing.compute_infer_ns, timing.compute_output_ns
         )
         mv.stats.request_done(ok=True, duration_ns=time.perf_counter_ns() - started, rows=rows)
-        return response
+        return response, ticket
 
     async def _cached_run(
         self, mv: ModelVersion, request: InferRequest, feeds: dict[str, np.ndarray]
-    ) -> tuple[dict[str, np.ndarray], BatchTiming | int]:
-        """The response cache in front of the batcher: a hit returns (outputs, lookup ns)."""
+    ) -> tuple[dict[str, np.ndarray], BatchTiming | int, CacheTicket | None]:
+        """The response cache in front of the batcher: a hit returns (outputs, lookup ns, ticket)."""
         assert self.cache is not None
         t0 = time.perf_counter_ns()
         key = request_key(mv.name, str(mv.version), ((i.name, i.datatype, i.shape, i.array) for i in request.inputs))
         found = self.cache.get(key)
         lookup_ns = time.perf_counter_ns() - t0
         if found is not None:
-            return found, lookup_ns
+            return found, lookup_ns, CacheTicket(mv, key)
         outputs, timing = await mv.batcher.submit(feeds)
         t1 = time.perf_counter_ns()
-        self.cache.put(key, outputs)
+        stored = self.cache.put(key, outputs)
         mv.stats.cache_miss.add(lookup_ns + time.perf_counter_ns() - t1)
-        return outputs, timing
+        return outputs, timing, CacheTicket(mv, key) if stored else None

@@ -10,6 +10,11 @@ idle sockets can never use up the process' descriptors: a new connection over th
 first evicts the oldest connection that is not in the middle of a request (waiting for
 or receiving a head, or idle between keep-alive requests); when every connection is busy
 the new one gets 503 and is closed.
+
+And it sends each response in one write: uvicorn writes a response's head and its body
+separately, two `send` calls and two TCP segments for every answer (on loopback each costs
+as much as a cache hit's whole lookup). Each request's transport holds the head back until
+the first body write (or the end of the response, for a body-less answer such as HEAD's).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
 DEFAULT_MAX_HEADERS = 100
@@ -51,6 +56,55 @@ class ConnectionTracker:
 
     def forget(self, connection: BoundedHttpToolsProtocol) -> None:
         self.open.pop(connection, None)
+
+
+class HeadHoldingTransport:
+    """One request's view of the connection: its response head waits for the first body write.
+
+    Everything but `write` and `close` goes to the connection's transport. A write before the
+    response has started (`100 Continue`) goes out at once; `flush` sends a held head on its own.
+    """
+
+    __slots__ = ("_cycle", "_head", "_held", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._held = False  # the head has been taken (it is held, or went out with the body)
+
+    def write(self, data: bytes) -> None:
+        if not self._held and self._cycle.response_started and not self._cycle.response_complete:
+            self._held = True
+            self._head = data
+            return
+        head, self._head = self._head, None
+        self._transport.write(data if head is None else head + data)
+
+    def flush(self) -> None:
+        head, self._head = self._head, None
+        if head is not None:
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def hold_response_head(cycle: RequestResponseCycle) -> None:
+    """Make `cycle` send its response in one write (see HeadHoldingTransport)."""
+    transport = HeadHoldingTransport(cycle.transport, cycle)
+    cycle.transport = transport  # type: ignore[assignment]
+    on_response = cycle.on_response
+
+    def response_done() -> None:
+        transport.flush()
+        on_response()
+
+    cycle.on_response = response_done
 
 
 class _HeadRefused(Exception):
@@ -115,6 +169,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
+        if self.cycle is not None and not isinstance(self.cycle.transport, HeadHoldingTransport):
+            hold_response_head(self.cycle)  # before its ASGI task first runs (it is only scheduled)
 
     def send_400_response(self, msg: str) -> None:
         if not self._refused:  # a refused head already has its answer

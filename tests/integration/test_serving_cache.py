@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from typing import Any
 
 import numpy as np
@@ -139,3 +141,81 @@ def test_a_model_without_response_cache_never_hits(http, grpc, server) -> None:
     assert 'nv_cache_num_hits_per_model{model="mlp"' not in server.metrics_text()
     with pytest.raises(KeyError):
         server.metric("nv_cache_num_misses_per_model", "mlp")
+
+
+def post(server: Any, model: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """One raw POST to the infer route: status, headers (lower-case names) and the exact answer bytes."""
+    connection = HTTPConnection("127.0.0.1", server.http_port, timeout=10)
+    try:
+        connection.request("POST", f"/v2/models/{model}/infer", body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def binary_body(array: np.ndarray, request_id: str = "") -> tuple[bytes, dict[str, str]]:
+    header: dict[str, Any] = {
+        "inputs": [{"name": "input", "shape": list(array.shape), "datatype": "FP32"}],
+        "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
+    }
+    header["inputs"][0]["parameters"] = {"binary_data_size": array.nbytes}
+    if request_id:
+        header["id"] = request_id
+    raw = json.dumps(header).encode()
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(raw))}
+    return raw + array.tobytes(), headers
+
+
+def json_body(array: np.ndarray, request_id: str = "") -> tuple[bytes, dict[str, str]]:
+    payload: dict[str, Any] = {
+        "inputs": [{"name": "input", "shape": list(array.shape), "datatype": "FP32", "data": array.ravel().tolist()}]
+    }
+    if request_id:
+        payload["id"] = request_id
+    return json.dumps(payload).encode(), {"Content-Type": "application/json"}
+
+
+def test_a_byte_identical_request_is_answered_with_the_same_bytes_and_counted_as_a_hit(http, server) -> None:
+    array = image(11)
+    before = stats(http, "cnn")
+    for make in (binary_body, json_body):
+        body, headers = make(array, request_id="same")
+        answers = [post(server, "cnn", body, headers) for _ in range(4)]
+        assert all(status == 200 for status, _, _ in answers)
+        assert len({raw for _, _, raw in answers}) == 1
+        assert len({tuple(sorted(h.items() - {("date", h["date"])})) for _, h, _ in answers}) == 1
+    after = stats(http, "cnn")
+    assert after["misses"] - before["misses"] == 1  # the JSON form's first request hit the binary form's result
+    assert after["hits"] - before["hits"] == 7
+    assert after["success"] - before["success"] == 8
+    assert after["executions"] - before["executions"] == 1
+    assert server.metric("nv_cache_num_hits_per_model", "cnn") == after["hits"]
+    expected = http_infer(http, "cnn", {"input": array}, False, ["output"]).as_numpy("output")
+    status, _, raw = post(server, "cnn", *json_body(array, request_id="same"))
+    assert status == 200
+    assert np.array(json.loads(raw)["outputs"][0]["data"], np.float32).tobytes() == expected.tobytes()
+    assert json.loads(raw)["id"] == "same"
+
+
+def test_the_same_tensors_under_another_id_hit_and_answer_their_own_id(http, server) -> None:
+    array = image(12)
+    before = stats(http, "cnn")
+    answers = {rid: post(server, "cnn", *json_body(array, request_id=rid))[2] for rid in ("a", "b", "a", "c")}
+    decoded = {rid: json.loads(raw) for rid, raw in answers.items()}
+    assert {rid: d["id"] for rid, d in decoded.items()} == {"a": "a", "b": "b", "c": "c"}
+    assert len({orjson_outputs(d) for d in decoded.values()}) == 1
+    after = stats(http, "cnn")
+    assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (3, 1)
+
+
+def orjson_outputs(answer: dict[str, Any]) -> str:
+    return json.dumps(answer["outputs"], sort_keys=True)
+
+
+def test_a_malformed_request_is_refused_every_time_even_when_repeated(server) -> None:
+    body, headers = binary_body(image(13))
+    headers["Inference-Header-Content-Length"] = str(int(headers["Inference-Header-Content-Length"]) - 1)
+    for _ in range(2):
+        status, _, raw = post(server, "cnn", body, headers)
+        assert status == 400, raw

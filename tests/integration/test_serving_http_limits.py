@@ -100,3 +100,24 @@ def test_keep_alive_connection_serves_several_requests(server: ServingProcess) -
             answer = sock.recv(65536)
             assert answer.startswith(b"HTTP/1.1 200"), answer
             time.sleep(HEAD_TIMEOUT * 0.6)  # idle between requests, under uvicorn's keep-alive timeout
+
+
+def test_head_requests_expect_100_continue_and_pipelined_requests_get_whole_answers(server: ServingProcess) -> None:
+    # each answer goes out in one write (head held until the body): these answers have no body, wait for one, or queue
+    answer, _ = exchange(server, b"HEAD /v2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 ") and b"content-length: " in answer and answer.endswith(b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        body = b'{"ready": true}'
+        sock.sendall(b"POST /v2/repository/index HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n")
+        sock.sendall(b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"  # sent before the body is read
+        sock.sendall(body)
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'"state":"READY"}]'), answer
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\nGET /v2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes, after the third answer
+            answer += chunk
+    assert answer.count(b"HTTP/1.1 200 OK") == 3 and b'"name":"modelserve"' in answer

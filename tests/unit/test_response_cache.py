@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelserve.cache import ENTRY_OVERHEAD, CacheConfig, ResponseCache, request_key
+from modelserve.cache import (
+    ANSWER_OVERHEAD,
+    ENTRY_OVERHEAD,
+    MAX_ANSWERS,
+    CacheConfig,
+    ResponseCache,
+    byte_view,
+    exact_request_digest,
+    request_key,
+)
 from modelserve.metrics import ModelStats, exposition
 
 
@@ -121,3 +130,86 @@ def test_cache_series_only_for_versions_that_use_the_cache() -> None:
     assert 'nv_cache_hit_duration_per_model{model="b",version="1"} 3' in text
     assert 'nv_cache_miss_duration_per_model{model="b",version="1"} 5' in text
     assert 'nv_cache_num_hits_per_model{model="a"' not in text
+
+
+def test_exact_request_digest_covers_kind_model_version_and_every_part_with_its_length() -> None:
+    base = exact_request_digest("http", "m", "1", [b"12", b"abc"])
+    assert base == exact_request_digest("http", "m", "1", [b"12", memoryview(b"abc")])
+    variants = [
+        exact_request_digest("grpc", "m", "1", [b"12", b"abc"]),
+        exact_request_digest("http", "n", "1", [b"12", b"abc"]),
+        exact_request_digest("http", "m", "", [b"12", b"abc"]),
+        exact_request_digest("http", "m", "1", [b"1", b"2abc"]),  # the split moved: another request
+        exact_request_digest("http", "m", "1", [b"12", b"abd"]),
+    ]
+    assert len({base, *variants}) == len(variants) + 1
+
+
+def test_a_key_hashes_the_data_where_it_lies() -> None:
+    strided = np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2]  # not contiguous: hashed as its values
+    assert request_key("m", "1", _inputs(strided)) == request_key("m", "1", _inputs(strided.copy()))
+    assert byte_view(strided).tobytes() == strided.tobytes()
+    frame = np.arange(6, dtype=np.float32)
+    assert np.shares_memory(byte_view(frame), frame)
+
+
+def test_remembered_answers_are_charged_bounded_per_entry_and_go_with_their_entry() -> None:
+    cache = ResponseCache(1 << 20)
+    assert cache.put(b"k", {"out": np.zeros(4, np.float32)})
+    base = cache.used
+    assert cache.remember(b"k", b"d0", "answer 0", 100)
+    assert cache.answer(b"d0") == "answer 0"
+    assert cache.used == base + ANSWER_OVERHEAD + 2 + 100
+    for n in range(1, MAX_ANSWERS + 1):
+        assert cache.remember(b"k", b"d%d" % n, f"answer {n}", 100)
+    assert cache.answer_count() == MAX_ANSWERS
+    assert cache.answer(b"d0") is None  # the oldest went
+    assert cache.used == base + MAX_ANSWERS * (ANSWER_OVERHEAD + 2 + 100)
+    assert not cache.remember(b"missing", b"dx", "x", 1)
+    assert cache.put(b"k", {"out": np.ones(4, np.float32)})  # a new result: the answers to the old one go
+    assert cache.answer_count() == 0 and cache.answer(b"d1") is None
+    assert cache.used == base
+
+
+def test_an_answer_makes_its_entry_the_most_recently_used() -> None:
+    size = ENTRY_OVERHEAD + 1 + 4 * 4 + len("out")
+    cache = ResponseCache(2 * size + ANSWER_OVERHEAD + 2 + 10)
+    assert cache.put(b"a", {"out": np.zeros(4, np.float32)})
+    assert cache.put(b"b", {"out": np.zeros(4, np.float32)})
+    assert cache.remember(b"a", b"da", "A", 10)  # fits beside both entries
+    assert cache.keys() == [b"b", b"a"]
+    assert cache.put(b"c", {"out": np.zeros(4, np.float32)})  # evicts b, the least recently used
+    assert cache.keys() == [b"a", b"c"]
+    assert cache.answer(b"da") == "A"
+    assert cache.keys() == [b"c", b"a"]
+    assert not cache.remember(b"c", b"dc", "C", 4 * size)  # could never fit with its entry
+    assert cache.keys() == [b"c", b"a"] and cache.answer(b"dc") is None
+
+
+operations = st.lists(
+    st.tuples(st.sampled_from(["put", "get", "remember", "answer"]), st.integers(0, 7), st.integers(0, 64)),
+    max_size=80,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(capacity=st.integers(0, 6 * ENTRY_OVERHEAD + 2048), ops=operations)
+def test_answers_and_entries_together_never_exceed_the_bound(capacity: int, ops: list[tuple[str, int, int]]) -> None:
+    cache = ResponseCache(capacity)
+    for op, number, size in ops:
+        key, digest = b"k%d" % number, b"d%d" % (number * 3 + size % 3)
+        if op == "put":
+            cache.put(key, {"out": np.full(size, number, np.float32)})
+        elif op == "get":
+            cache.get(key)
+        elif op == "remember":
+            stored = cache.remember(key, digest, (key, size), size)
+            assert not stored or cache.answer(digest) == (key, size)
+        else:
+            found = cache.answer(digest)
+            assert found is None or cache.keys()[-1] == found[0]
+        assert cache.used <= capacity
+        entries = cache._entries
+        assert cache.used == sum(e.size for e in entries.values())
+        assert cache.answer_count() == sum(len(e.answers) for e in entries.values())
+        assert all(len(e.answers) <= MAX_ANSWERS for e in entries.values())

@@ -10,6 +10,7 @@ from modelserve import codecs
 from modelserve import config as cfg
 from modelserve.errors import InferenceFailed, InvalidArgument, ModelLoadError
 from modelserve.faults import FaultInjector
+from modelserve.httplimits import hold_response_head
 from modelserve.metrics import ModelStats, exposition
 
 FP32 = codecs.BY_V2["FP32"]
@@ -154,3 +155,65 @@ def test_fault_injector_fails_the_exact_ratio() -> None:
     assert failures == 10
     with pytest.raises(ValueError, match=r"0\.\.1"):
         FaultInjector(failure_ratio=2)
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.response_started = False
+        self.response_complete = False
+        self.transport = _Transport()
+        self.done = 0
+
+    def on_response(self) -> None:
+        self.done += 1
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def test_a_response_head_waits_for_the_body_and_goes_out_in_one_write() -> None:
+    cycle = _Cycle()
+    wire = cycle.transport
+    hold_response_head(cycle)  # type: ignore[arg-type]
+    cycle.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response: at once
+    assert wire.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    cycle.response_started = True
+    cycle.transport.write(b"head;")
+    assert len(wire.writes) == 1
+    cycle.transport.write(b"body")
+    cycle.transport.write(b"more")
+    assert wire.writes[1:] == [b"head;body", b"more"]
+    assert not cycle.transport.is_closing()  # everything else is the connection's
+    cycle.response_complete = True
+    cycle.on_response()
+    assert cycle.done == 1 and len(wire.writes) == 3
+
+
+def test_a_body_less_response_sends_its_head_when_done_or_closed() -> None:
+    for finish in ("done", "close"):
+        cycle = _Cycle()
+        wire = cycle.transport
+        hold_response_head(cycle)  # type: ignore[arg-type]
+        cycle.response_started = True
+        cycle.transport.write(b"head")  # a HEAD answer: no body write follows
+        assert wire.writes == []
+        if finish == "done":
+            cycle.response_complete = True
+            cycle.on_response()
+            assert cycle.done == 1
+        else:
+            cycle.transport.close()
+            assert wire.closed
+        assert wire.writes == [b"head"]
