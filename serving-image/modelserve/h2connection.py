@@ -183,6 +183,7 @@ class H2Connection(asyncio.Protocol):
         self.decoded: dict[bytes, Decoded] = {}  # see _decode
         self.table_version = 0
         self.buffer = bytearray()
+        self.out: list[bytes] = []  # bytes for the socket, written once per loop iteration (see write)
         self.preface_done = False
         self.settings_seen = False
         self.streams: dict[int, H2Stream] = {}
@@ -238,16 +239,32 @@ class H2Connection(asyncio.Protocol):
             stream.wake_writer()
 
     def write(self, data: bytes) -> None:
+        """Queue bytes for the socket; what is written in one loop iteration leaves in one write: the
+        answers of a batch, on a connection that carries many streams, reach the peer in one segment."""
+        if self.closed or self.transport is None:
+            return
+        if not self.out:
+            self.loop.call_soon(self.flush)
+        self.out.append(data)
+
+    def flush(self) -> None:
+        if not self.out:
+            return
+        data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
+        self.out.clear()
         if not self.closed and self.transport is not None:
             self.transport.write(data)
 
     def close(self) -> None:
+        """Close once what is queued has been written."""
         if not self.closed and self.transport is not None:
+            self.flush()
             self.closed = True
             self.transport.close()
 
     def abort(self) -> None:
         """Close now, cancelling whatever is still running (the end of a drain's grace period)."""
+        self.out.clear()
         if self.transport is not None:
             self.closed = True
             self.transport.abort()
