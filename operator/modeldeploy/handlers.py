@@ -26,7 +26,7 @@ from typing import Any
 import kopf
 
 from modeldeploy import analysis, api, names, reconcile, resilience
-from modeldeploy.kube import KubeClient, KubeError
+from modeldeploy.kube import FANOUT_THREADS, KubeClient, KubeError
 from modeldeploy.memory import Memory
 from modeldeploy.opmetrics import OperatorMetrics
 from modeldeploy.prometheus import PrometheusProvider
@@ -54,7 +54,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         if memo.settings.metrics_port:
             memo.metrics.serve(memo.settings.metrics_port)
     memo.kube = memo.get("kube") or KubeClient.from_environment(
-        memo.settings.field_manager, pool_size=memo.settings.max_workers + CHILD_THREADS + 8
+        # One connection per thread that may call at once (kopf's workers, child events, apply
+        # fan-out) and a few for the loops: fewer make threads open a TLS connection per call.
+        memo.settings.field_manager,
+        pool_size=memo.settings.max_workers + CHILD_THREADS + FANOUT_THREADS + 8,
     )
     memo.kube.on_request = memo.metrics.kube_request
     if "provider" not in memo:

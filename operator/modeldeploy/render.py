@@ -411,6 +411,7 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
+        auto_reload=False,  # the templates ship with the package: no stat of each file per render
     )
     # Globals such as `namespace` would stand in for a missing context value.
     env.globals.clear()
