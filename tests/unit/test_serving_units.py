@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelserve import codecs
 from modelserve import config as cfg
-from modelserve.errors import InferenceFailed, InvalidArgument, ModelLoadError
+from modelserve.bodies import read_body
+from modelserve.errors import InferenceFailed, InvalidArgument, ModelLoadError, PayloadTooLarge, RequestTimeout
 from modelserve.faults import FaultInjector
 from modelserve.httplimits import hold_response_head
 from modelserve.metrics import ModelStats, exposition
@@ -217,3 +221,34 @@ def test_a_body_less_response_sends_its_head_when_done_or_closed() -> None:
             cycle.transport.close()
             assert wire.closed
         assert wire.writes == [b"head"]
+
+
+def _receiver(chunks: list[bytes], stall: bool = False) -> Any:
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+
+    async def receive() -> dict[str, Any]:
+        if stall and len(messages) == 1:
+            await asyncio.sleep(3600)  # the client stops sending before its last chunk
+        return messages.pop(0)
+
+    return receive
+
+
+async def test_read_body_hands_on_a_one_piece_body_as_is_and_joins_pieces() -> None:
+    body = b"x" * 1000
+    assert await read_body({}, _receiver([body]), 1 << 20, timeout=5) is body
+    assert await read_body({}, _receiver([b"ab", b"", b"cd"]), 1 << 20, timeout=5) == b"abcd"
+    with pytest.raises(PayloadTooLarge):
+        await read_body({}, _receiver([b"ab", b"cd"]), 3, timeout=5)
+
+
+async def test_read_body_times_out_as_408_and_leaves_other_cancellations_alone() -> None:
+    with pytest.raises(RequestTimeout, match=r"within 0\.05 s"):
+        await read_body({}, _receiver([b"ab", b"cd"], stall=True), 1 << 20, timeout=0.05)
+    task = asyncio.ensure_future(read_body({}, _receiver([b"ab", b"cd"], stall=True), 1 << 20, timeout=5))
+    await asyncio.sleep(0.01)
+    task.cancel()  # a client gone, or shutdown: not a timeout
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await read_body({}, _receiver([b"ab"]), 1 << 20, timeout=0.01) == b"ab"
+    await asyncio.sleep(0.05)  # the timer of a body read in time never fires into a later await
