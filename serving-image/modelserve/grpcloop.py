@@ -32,7 +32,8 @@ from modelserve.errors import (
     to_serve_error,
 )
 from modelserve.grpc import SERVICE, InferenceServicer, stream_refusal, unary_handlers
-from modelserve.h2connection import H2Connection, H2Stream, StreamLimits, StreamReset
+from modelserve.h2connection import H2Connection
+from modelserve.h2stream import H2Stream, StreamLimits, StreamReset
 from modelserve.restrictions import Restrictions
 from modelserve.tls import TlsFiles
 

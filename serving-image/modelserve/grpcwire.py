@@ -16,7 +16,7 @@ from typing import Final
 
 from modelserve import h2frames
 from modelserve.errors import InvalidArgument, PayloadTooLarge, Unimplemented, clip
-from modelserve.h2connection import H2Stream
+from modelserve.h2stream import H2Stream
 
 ENCODINGS: Final = ("identity", "deflate", "gzip")
 ACCEPT_ENCODING: Final = b"identity,deflate,gzip"

@@ -1,7 +1,8 @@
 """An HTTP/2 server connection on the asyncio loop (RFC 9113): an `asyncio.Protocol`, no threads.
 
 It owns what HTTP/2 asks of a server: the preface, SETTINGS in both directions, PING, streams
-and their states, HEADERS + CONTINUATION (HPACK through the `hpack` package), padding, flow
+and their states (each an `h2stream.H2Stream`), HEADERS + CONTINUATION (decoded and checked by
+`h2headers`, HPACK through the `hpack` package), padding, flow
 control both ways, RST_STREAM and GOAWAY, and it turns every violation into RST_STREAM (a
 stream error) or GOAWAY and a close (a connection error); nothing raised while handling a
 peer's bytes escapes to the loop. What a request means is the application's business: the
@@ -23,13 +24,11 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
-from hpack import Decoder
-from hpack.exceptions import HPACKError
-
 from modelserve import h2frames as f
+from modelserve.h2headers import RequestHeaders
+from modelserve.h2stream import H2Stream, StreamLimits
 
 log = logging.getLogger(__name__)
 
@@ -37,58 +36,6 @@ CONNECTION_WINDOW = (1 << 30) - 1
 RECENTLY_RESET = 1024  # closed stream ids remembered, to ignore frames the peer sent before it knew
 GOAWAY_PING = b"modeldrn"
 GOAWAY_PING_WAIT = 1.0  # seconds to wait for the drain PING's ack before the final GOAWAY
-DECODED_BLOCKS = 32  # header blocks remembered per connection, with what they decoded to
-DECODED_BLOCK_BYTES = 1024
-FORBIDDEN_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
-REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
-
-
-@dataclass(frozen=True)
-class StreamLimits:
-    max_concurrent_streams: int = 256
-    initial_window: int = 4 << 20
-    max_frame_size: int = f.DEFAULT_MAX_FRAME_SIZE
-    max_header_list_size: int = 64 << 10
-    buffer_cap: int = 64 << 20  # unread request bytes one stream may hold before its window stops opening
-
-
-Request = tuple[bytes, bytes, list[tuple[bytes, bytes]]]  # :method, :path, regular fields (names lower case)
-
-
-def request_fields(stream_id: int, fields: list[tuple[bytes, bytes]]) -> Request:
-    """Check a request's fields as RFC 9113 section 8.2 and 8.3 ask; a malformed request is a stream error."""
-    seen: set[bytes] = set()
-    regular = False
-    method = path = b""
-    headers: list[tuple[bytes, bytes]] = []
-    for name, value in fields:
-        if b"\0" in value or b"\r" in value or b"\n" in value or name != name.lower() or not name:
-            raise f.H2StreamError(stream_id, f.PROTOCOL_ERROR, "malformed header field")
-        if name[0] == 0x3A:  # ':'
-            if regular or name not in REQUEST_PSEUDO or name in seen:
-                raise f.H2StreamError(stream_id, f.PROTOCOL_ERROR, "misplaced, unknown or repeated pseudo-header")
-            seen.add(name)
-            if name == b":method":
-                method = value
-            elif name == b":path":
-                path = value
-            continue
-        regular = True
-        if name in FORBIDDEN_HEADERS or (name == b"te" and value != b"trailers"):
-            raise f.H2StreamError(stream_id, f.PROTOCOL_ERROR, "connection-specific header field")
-        headers.append((name, value))
-    if not method or not path or b":scheme" not in seen:
-        raise f.H2StreamError(stream_id, f.PROTOCOL_ERROR, "request without :method, :scheme or :path")
-    return method, path, headers
-
-
-@dataclass
-class Decoded:
-    """A header block's fields as decoded at a table version, and the request they make once checked."""
-
-    version: int
-    fields: list[tuple[bytes, bytes]]
-    request: Request | None = None
 
 
 class StreamApp(Protocol):
@@ -97,91 +44,13 @@ class StreamApp(Protocol):
     def connection_lost(self, connection: H2Connection) -> None: ...
 
 
-class StreamReset(Exception):
-    """The peer reset the stream, or the connection went away, while the body was being read."""
-
-
-class H2Stream:
-    __slots__ = (
-        "buffer", "connection", "headers", "id", "local_closed", "method", "outbox", "path", "remote_closed",
-        "reset", "send_window", "task", "trailers", "unacked", "waiter", "withheld", "writable",
-    )  # fmt: skip
-
-    def __init__(self, connection: H2Connection, stream_id: int, send_window: int) -> None:
-        self.connection = connection
-        self.id = stream_id
-        self.method = b""
-        self.path = b""
-        self.headers: list[tuple[bytes, bytes]] = []  # regular fields, names lower case
-        self.buffer = bytearray()  # request body bytes not read yet
-        self.remote_closed = False
-        self.local_closed = False
-        self.reset = False
-        self.send_window = send_window
-        self.outbox = bytearray()  # response DATA waiting for window
-        self.trailers: bytes | None = None  # a trailer block waiting behind the outbox
-        self.unacked = 0  # received bytes not yet given back with WINDOW_UPDATE
-        self.withheld = 0  # received bytes held back while the stream holds buffer_cap unread
-        self.waiter: asyncio.Future[None] | None = None
-        self.writable: asyncio.Future[None] | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
-
-    async def wait_data(self) -> None:
-        """Until more body bytes, the end of the body, or a reset arrive."""
-        if self.reset:
-            raise StreamReset(f"stream {self.id} was reset")
-        if self.remote_closed:
-            return
-        self.waiter = self.connection.loop.create_future()
-        try:
-            await self.waiter
-        finally:
-            self.waiter = None
-        if self.reset:
-            raise StreamReset(f"stream {self.id} was reset")
-
-    def consume(self, count: int) -> None:
-        """Drop `count` read bytes from the buffer; window held back for them is given back."""
-        del self.buffer[:count]
-        if self.withheld and len(self.buffer) <= self.connection.limits.buffer_cap and not self.remote_closed:
-            self.connection.write(f.window_update_frame(self.id, self.withheld))
-            self.withheld = 0
-
-    async def drained(self) -> None:
-        """Until every queued response byte has left (flow control and the transport's buffer)."""
-        while not self.reset and (self.outbox or self.connection.paused):
-            self.writable = self.connection.loop.create_future()
-            try:
-                await self.writable
-            finally:
-                self.writable = None
-        if self.reset:
-            raise StreamReset(f"stream {self.id} was reset")
-
-    def wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    def wake_writer(self) -> None:
-        if self.writable is not None and not self.writable.done():
-            self.writable.set_result(None)
-
-
 class H2Connection(asyncio.Protocol):
     def __init__(self, app: StreamApp, limits: StreamLimits) -> None:
         self.app = app
         self.limits = limits
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.decoder = Decoder(max_header_list_size=limits.max_header_list_size)
-        self.decoded: dict[bytes, Decoded] = {}  # see _decode
-        self.table_version = 0
+        self.request_headers = RequestHeaders(limits.max_header_list_size)
         self.buffer = bytearray()
         self.out: list[bytes] = []  # bytes for the socket, written once per loop iteration (see write)
         self.preface_done = False
@@ -425,30 +294,8 @@ class H2Connection(asyncio.Protocol):
             self.continuation = None
             self._header_block(first_id, first_flags, self_dependent, b"".join(parts))
 
-    def _decode(self, block: bytes) -> Decoded:
-        """The block's fields; every block goes through the decoder (HPACK state is shared) unless the same
-        bytes were decoded before at the same table state without changing it (a client's repeated call)."""
-        cached = self.decoded.get(block)
-        if cached is not None and cached.version == self.table_version:
-            return cached
-        table = self.decoder.header_table
-        entries = table.dynamic_entries
-        first, count, size = entries[0] if entries else None, len(entries), table.maxsize
-        try:
-            fields = self.decoder.decode(block, raw=True)
-        except HPACKError as exc:
-            raise f.H2ConnectionError(f.COMPRESSION_ERROR, f"header block: {type(exc).__name__}") from None
-        decoded = Decoded(self.table_version, fields)
-        if (entries[0] if entries else None) is not first or len(entries) != count or table.maxsize != size:
-            self.table_version += 1  # the table changed: what was decoded before may read differently now
-        elif len(block) <= DECODED_BLOCK_BYTES:
-            if len(self.decoded) >= DECODED_BLOCKS:
-                self.decoded.clear()
-            self.decoded[block] = decoded
-        return decoded
-
     def _header_block(self, stream_id: int, flags: int, self_dependent: bool, block: bytes) -> None:
-        decoded = self._decode(block)
+        decoded = self.request_headers.decode(block)
         end_stream = bool(flags & f.END_STREAM)
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers
@@ -474,9 +321,7 @@ class H2Connection(asyncio.Protocol):
         if len(self.streams) >= self.limits.max_concurrent_streams:
             raise f.H2StreamError(stream_id, f.REFUSED_STREAM, "over SETTINGS_MAX_CONCURRENT_STREAMS")
         stream = H2Stream(self, stream_id, self.peer_initial_window)
-        if decoded.request is None:  # checked once per distinct block
-            decoded.request = request_fields(stream_id, decoded.fields)
-        stream.method, stream.path, stream.headers = decoded.request
+        stream.method, stream.path, stream.headers = self.request_headers.request(stream_id, decoded)
         stream.remote_closed = end_stream
         self.streams[stream_id] = stream
         self.app.open_stream(self, stream)

@@ -1,4 +1,4 @@
-"""HTTP/2 frame codec (modelserve.h2frames) and gRPC wire helpers (modelserve.grpcwire), checked
+"""HTTP/2 frame codec (modelserve.h2frames), request header blocks (h2headers) and gRPC wire helpers (grpcwire), checked
 against the `h2`/`hpack`/`hyperframe` packages' own decoders where one exists."""
 
 from __future__ import annotations
@@ -7,12 +7,13 @@ import gzip
 import zlib
 
 import pytest
-from hpack import Decoder
+from hpack import Decoder, Encoder
 from hyperframe.frame import Frame
 
 from modelserve import grpcwire as wire
 from modelserve import h2frames as f
 from modelserve.errors import InvalidArgument, PayloadTooLarge, Unimplemented
+from modelserve.h2headers import RequestHeaders, request_fields
 
 
 def parse(raw: bytes) -> Frame:
@@ -176,3 +177,41 @@ def test_call_headers(headers: list[tuple[bytes, bytes]], expected: tuple[str, s
 def test_an_unknown_grpc_encoding_is_unimplemented() -> None:
     with pytest.raises(Unimplemented, match="grpc-encoding br is not supported"):
         wire.CallHeaders.parse(FakeStream([(b"grpc-encoding", b"br")]))  # type: ignore[arg-type]
+
+
+REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/svc/M"), (b"content-type", b"application/grpc")]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(b":method", b"POST"), (b":path", b"/x")],  # no :scheme
+        [*REQUEST, (b":authority", b"late")],  # a pseudo-header after a regular one
+        [*REQUEST, (b"Content-Length", b"3")],  # upper case
+        [*REQUEST, (b"connection", b"keep-alive")],
+        [*REQUEST, (b"te", b"gzip")],
+        [*REQUEST, (b"x-a", b"line\r\nbreak")],
+        [(b":method", b"POST"), *REQUEST[1:], (b":status", b"200")],  # a response pseudo-header
+        [REQUEST[0], *REQUEST],  # a repeated pseudo-header
+    ],
+)
+def test_malformed_requests_are_stream_errors(fields: list[tuple[bytes, bytes]]) -> None:
+    with pytest.raises(f.H2StreamError) as info:
+        request_fields(1, fields)
+    assert info.value.code == f.PROTOCOL_ERROR and info.value.stream_id == 1
+
+
+def test_a_repeated_block_is_decoded_once_while_the_table_stands() -> None:
+    encoder, headers = Encoder(), RequestHeaders(1 << 16)
+    first = encoder.encode(REQUEST)  # adds content-type and :path to the dynamic table
+    assert headers.request(1, headers.decode(first)) == (b"POST", b"/svc/M", [(b"content-type", b"application/grpc")])
+    assert first not in headers.decoded  # decoding it changed the table: never remembered
+    again = encoder.encode(REQUEST)  # indexed references only
+    decoded = headers.decode(again)
+    assert headers.decode(again) is decoded  # remembered
+    headers.decode(encoder.encode([*REQUEST, (b"x-new", b"value")]))  # the table changes...
+    fresh = headers.decode(again)  # ...so the block is decoded afresh: the same bytes now name other entries
+    assert fresh is not decoded and fresh.fields != decoded.fields
+    with pytest.raises(f.H2ConnectionError) as info:
+        headers.decode(b"\xff\xff\xff\xff")
+    assert info.value.code == f.COMPRESSION_ERROR
