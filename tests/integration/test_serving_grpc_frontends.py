@@ -87,8 +87,9 @@ def outcome(port: int, payload: bytes) -> str:
             received += chunk
 
 
-stream_ids = st.sampled_from([0, 1, 2, 3, 5, 7, f.MAX_WINDOW]) | st.integers(0, f.MAX_WINDOW)
+stream_ids = st.sampled_from([0, 1, 1, 1, 2, 3, 5, 7, f.MAX_WINDOW]) | st.integers(0, f.MAX_WINDOW)
 frame_kinds = st.sampled_from(range(10)) | st.integers(0, 255)
+flag_bytes = st.sampled_from([0, f.END_STREAM, f.ACK, f.END_HEADERS, f.PADDED]) | st.integers(0, 255)
 
 
 @st.composite
@@ -96,11 +97,16 @@ def frames(draw: st.DrawFn) -> bytes:
     kind = draw(frame_kinds)
     real_call = kind == f.HEADERS and draw(st.booleans())  # streams open; DATA, RST_STREAM... land on them
     payload = LIVE_BLOCK if real_call else draw(st.binary(max_size=64))
-    return f.frame(kind, draw(st.integers(0, 255)), draw(stream_ids), payload)
+    return f.frame(kind, draw(flag_bytes), draw(stream_ids), payload)
 
 
-garbled = st.lists(frames(), min_size=1, max_size=8).map(b"".join) | st.binary(min_size=1, max_size=200).map(
-    lambda raw: raw + b"\0" * (f.DEFAULT_MAX_FRAME_SIZE + 9)  # completes any frame the garbage started
+OPEN_CALL = f.frame(f.HEADERS, f.END_HEADERS, 1, LIVE_BLOCK)  # stream 1 open, its body still to come
+garbled = (
+    st.lists(frames(), min_size=1, max_size=8).map(b"".join)
+    | st.lists(frames(), min_size=1, max_size=8).map(lambda parts: OPEN_CALL + b"".join(parts))
+    | st.binary(min_size=1, max_size=200).map(
+        lambda raw: raw + b"\0" * (f.DEFAULT_MAX_FRAME_SIZE + 9)  # completes any frame the garbage started
+    )
 )
 
 
