@@ -33,7 +33,7 @@ import numpy as np
 from blake3 import blake3
 
 ENTRY_OVERHEAD = 256  # bytes charged per entry beyond its arrays: key, dict slots, array headers
-ANSWER_OVERHEAD = 128  # bytes charged per remembered answer beyond its digest and its own bytes
+ANSWER_OVERHEAD = 512  # bytes charged per remembered answer beyond its digest and bytes: the objects holding it
 MAX_ANSWERS = 4  # remembered answers per entry (one per exact request form: JSON, binary, ...)
 
 

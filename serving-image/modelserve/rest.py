@@ -21,6 +21,7 @@ from modelserve.auth import TokenAuth
 from modelserve.bodies import parse_length, read_body
 from modelserve.dataplane import DataPlane
 from modelserve.errors import (
+    ECHO_LIMIT,
     InvalidArgument,
     NotFound,
     RequestTimeout,
@@ -231,11 +232,17 @@ def decode_body(name: str, version: str, body: bytes, split: int | None) -> Infe
         raise client_fault(exc, "cannot decode the inference request") from None
 
 
-def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
+def _parameters(obj: dict[str, Any], kind: str, name: str = "") -> dict[str, Any]:
     params = obj.get("parameters", {})
     if not isinstance(params, dict):
+        where = f"{kind} '{name}'" if name else kind
         raise InvalidArgument(f"{where}: parameters must be a JSON object")
     return params
+
+
+def _label(name: str) -> str:
+    """A tensor name as error messages show it (`clip`, skipped for the usual short printable name)."""
+    return name if len(name) <= ECHO_LIMIT and name.isprintable() else clip(name)
 
 
 def decode_infer_request(name: str, version: str, payload: dict[str, Any], binary: memoryview) -> InferRequest:
@@ -248,12 +255,12 @@ def decode_infer_request(name: str, version: str, payload: dict[str, Any], binar
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidArgument(f"inputs[{index}] must be an object with a string 'name'")
         tensor_name = item["name"]
-        label = clip(tensor_name)
+        label = _label(tensor_name)
         if not isinstance(item.get("datatype"), str):
             raise InvalidArgument(f"input '{label}': 'datatype' must be a string")
         dtype = codecs.datatype(item["datatype"])
         shape = codecs.check_shape(label, item.get("shape"))
-        size = _parameters(item, f"input '{label}'").get("binary_data_size")
+        size = _parameters(item, "input", label).get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
                 raise InvalidArgument(f"input '{label}': binary_data_size {clip(size)} is not within the binary data")
@@ -275,7 +282,7 @@ def decode_infer_request(name: str, version: str, payload: dict[str, Any], binar
     for index, item in enumerate(outputs_json):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidArgument(f"outputs[{index}] must be an object with a string 'name'")
-        params = _parameters(item, f"output '{clip(item['name'])}'")
+        params = _parameters(item, "output", _label(item["name"]))
         outputs.append(RequestedOutput(item["name"], bool(params.get("binary_data", binary_default))))
     return InferRequest(
         model=name,
