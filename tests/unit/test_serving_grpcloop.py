@@ -523,3 +523,14 @@ async def test_tls_with_alpn_h2(repo: Path, tmp_path: Path) -> None:
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     await srv.stop(1.0)
     await dp.repository.close()
+
+
+async def test_a_client_goaway_lets_its_open_calls_finish_then_closes(slow_server: GrpcLoopServer) -> None:
+    client = await RawClient.open(slow_server.port)
+    stream_id = client.send("ModelInfer", framed(infer_request()))
+    client.writer.write(f.goaway_frame(0, f.NO_ERROR))  # the client opens nothing more
+    frames = await read_until_closed(client.reader, client.writer)
+    body = b"".join(p for kind, _, sid, p in frames if kind == f.DATA and sid == stream_id)
+    assert pb.ModelInferResponse.FromString(body[5:]).id == "r"
+    assert any(kind == f.HEADERS and flags & f.END_STREAM and sid == stream_id for kind, flags, sid, _ in frames)
+    client.close()
