@@ -13,6 +13,11 @@ one request in flight each: `h2load --h1 -c16 -m1 -t1 -D<duration> --warm-up-tim
 interleaved over rounds. Printed per cell: req/s median and min-max over rounds, server CPU (% of one
 core, psutil) and server CPU per request (microseconds).
 
+`--compare DIR` also starts the same two servers from another copy of the code (DIR holds its
+`modelserve` package, e.g. `git archive <commit> serving-image | tar -x -C /tmp/old` and DIR =
+/tmp/old/serving-image, put first on PYTHONPATH) and interleaves its cells (named `old:<cell>`) with
+this tree's: before/after figures from one run, under the same load.
+
 `--profile CELL` instead runs that cell once under py-spy (`.venv/bin/pip install py-spy`) and writes
 a flame graph and the top functions to bench/results/hitpath-<cell>.{svg,txt}.
 """
@@ -49,10 +54,15 @@ REQUESTS = re.compile(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) su
 @dataclass
 class Cell:
     name: str
+    variant: str = ""  # "" for this tree, "old" for --compare's
     rps: list[float] = field(default_factory=list)
     cpu_percent: list[float] = field(default_factory=list)
     cpu_us_per_request: list[float] = field(default_factory=list)
     failed: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant}:{self.name}" if self.variant else self.name
 
     @property
     def model(self) -> str:
@@ -133,25 +143,31 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=4)
     parser.add_argument("--cells", default=DEFAULT_CELLS)
     parser.add_argument("--profile", default="", help="run this one cell under py-spy instead")
+    parser.add_argument("--compare", default="", help="a directory holding another copy of the modelserve package")
     args = parser.parse_args()
-    cells = [Cell(name) for name in (args.profile or args.cells).split(",")]
+    names = (args.profile or args.cells).split(",")
+    variants = {"": {}, **({"old": {"PYTHONPATH": args.compare}} if args.compare and not args.profile else {})}
+    cells = [Cell(name, variant) for name in names for variant in variants]
     with tempfile.TemporaryDirectory(prefix="hitpath-") as tmp:
         root = Path(tmp) / "models"
         for model in ("mlp", "cnn"):
             examples.write_model(root, model, examples.BUILDERS[model](), config=CACHED_CONFIG)
         bodies = write_bodies(Path(tmp))
-        servers: dict[bool, ServingProcess] = {}
+        servers: dict[tuple[str, bool], ServingProcess] = {}
         try:
-            for hit in sorted({c.hit for c in cells}):
-                args_ = SERVER_ARGS + (CACHE_ARGS if hit else [])
-                servers[hit] = ServingProcess(root, args=args_, log_path=Path(tmp) / f"server-{hit}.log").start()
+            for variant, env in variants.items():
+                for hit in sorted({c.hit for c in cells}):
+                    args_ = SERVER_ARGS + (CACHE_ARGS if hit else [])
+                    log = Path(tmp) / f"server-{variant}-{hit}.log"
+                    servers[variant, hit] = ServingProcess(root, args=args_, env=env, log_path=log).start()
             if args.profile:
                 cell = cells[0]
-                profile(cell, servers[cell.hit], *bodies[f"{cell.model}-{cell.form}"], args.duration)
+                profile(cell, servers["", cell.hit], *bodies[f"{cell.model}-{cell.form}"], args.duration)
                 return
             for _ in range(args.rounds):
                 for cell in cells:
-                    measure(cell, servers[cell.hit], *bodies[f"{cell.model}-{cell.form}"], args.duration)
+                    server = servers[cell.variant, cell.hit]
+                    measure(cell, server, *bodies[f"{cell.model}-{cell.form}"], args.duration)
         finally:
             for server in servers.values():
                 server.stop()
@@ -160,14 +176,20 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for c in cells:
         print(
-            f"| {c.name} | {statistics.median(c.rps):.0f} | {min(c.rps):.0f}-{max(c.rps):.0f} "
+            f"| {c.label} | {statistics.median(c.rps):.0f} | {min(c.rps):.0f}-{max(c.rps):.0f} "
             f"| {statistics.median(c.cpu_percent):.0f} | {statistics.median(c.cpu_us_per_request):.0f} | {c.failed} |"
         )
-    by_name = {c.name: statistics.median(c.rps) for c in cells}
-    for model, form in (("cnn", "binary"), ("cnn", "json"), ("mlp", "json"), ("mlp", "binary")):
-        plain, hit = by_name.get(f"{model}-{form}"), by_name.get(f"{model}-{form}-hit")
-        if plain and hit:
-            print(f"- {model} {form}: cache hits vs no cache {hit / plain:.2f}x")
+    by_label = {c.label: statistics.median(c.rps) for c in cells}
+    for variant in variants:
+        prefix = f"{variant}:" if variant else ""
+        for model, form in (("cnn", "binary"), ("cnn", "json"), ("mlp", "json"), ("mlp", "binary")):
+            plain, hit = by_label.get(f"{prefix}{model}-{form}"), by_label.get(f"{prefix}{model}-{form}-hit")
+            if plain and hit:
+                print(f"- {prefix}{model} {form}: cache hits vs no cache {hit / plain:.2f}x (medians)")
+    if args.compare:
+        for name in names:
+            if name in by_label and f"old:{name}" in by_label:
+                print(f"- {name}: this tree vs old {by_label[name] / by_label[f'old:{name}']:.2f}x (medians)")
 
 
 if __name__ == "__main__":
