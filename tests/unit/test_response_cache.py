@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modelserve import examples
 from modelserve.cache import (
     ANSWER_OVERHEAD,
     ENTRY_OVERHEAD,
@@ -19,7 +24,11 @@ from modelserve.cache import (
     exact_request_digest,
     request_key,
 )
+from modelserve.dataplane import DataPlane
+from modelserve.faults import FaultInjector
 from modelserve.metrics import ModelStats, exposition
+from modelserve.repository import Repository, RepositorySettings
+from modelserve.rest import RestApp
 
 
 def test_cache_config_parses_tritons_syntax() -> None:
@@ -213,3 +222,77 @@ def test_answers_and_entries_together_never_exceed_the_bound(capacity: int, ops:
         assert cache.used == sum(e.size for e in entries.values())
         assert cache.answer_count() == sum(len(e.answers) for e in entries.values())
         assert all(len(e.answers) <= MAX_ANSWERS for e in entries.values())
+
+
+# --- the data plane and the REST app in this process: remembered answers ---
+
+CACHED_SIMPLE = "response_cache { enable: true }\n"
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[RestApp]:
+    root = tmp_path / "repo"
+    examples.write_model(root, "simple", examples.simple(), config=CACHED_SIMPLE)
+    examples.write_model(root, "plain", examples.simple())
+    settings = RepositorySettings(root=root, startup_models=("simple", "plain"), response_cache=True)
+    repository = Repository(settings)
+    await repository.load_startup_models()
+    dp = DataPlane(repository, cache=ResponseCache(1 << 20))
+    dp.lifecycle.started = True
+    yield RestApp(dp)
+    await repository.close()
+
+
+def simple_body(value: float) -> bytes:
+    data = [value] * 16
+    tensors = [{"name": n, "shape": [1, 16], "datatype": "FP32", "data": data} for n in ("INPUT0", "INPUT1")]
+    return orjson.dumps({"inputs": tensors})
+
+
+async def infer(app: RestApp, model: str, body: bytes) -> tuple[int, bytes]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+        response = await client.post(f"/v2/models/{model}/infer", content=body)
+        return response.status_code, response.content
+
+
+def counts(app: RestApp, model: str) -> tuple[int, int, int]:
+    stats = app.dataplane.statistics(model)[0].stats
+    return stats.cache_hit.count, stats.cache_miss.count, stats.success.count
+
+
+async def test_a_repeated_body_is_answered_from_memory_and_counted_as_a_hit(app: RestApp) -> None:
+    first = await infer(app, "simple", simple_body(1.0))
+    assert first[0] == 200 and app.dataplane.cache is not None and app.dataplane.cache.answer_count() == 1
+    assert [await infer(app, "simple", simple_body(1.0)) for _ in range(3)] == [first] * 3
+    assert counts(app, "simple") == (3, 1, 4)
+    assert app.dataplane.statistics("simple")[0].stats.execution_count == 1
+
+
+async def test_no_answer_is_remembered_for_a_model_without_the_cache(app: RestApp) -> None:
+    for _ in range(2):
+        assert (await infer(app, "plain", simple_body(1.0)))[0] == 200
+    assert counts(app, "plain") == (0, 0, 2)
+    assert app.dataplane.cache is not None and app.dataplane.cache.answer_count() == 0
+
+
+async def test_a_reloaded_model_never_gets_an_answer_remembered_for_its_previous_load(app: RestApp) -> None:
+    dp = app.dataplane
+    assert (await infer(app, "simple", simple_body(2.0)))[0] == 200
+    old = dp.repository.get("simple")
+    await dp.repository.unload("simple")
+    await dp.repository.load("simple")
+    assert dp.repository.get("simple") is not old
+    exact = dp.exact_answer("http", "simple", "", (b"", simple_body(2.0)))
+    assert exact is not None and exact.answer is None  # the tensor-keyed result may hit; the answer bytes do not
+    status, raw = await infer(app, "simple", simple_body(2.0))
+    assert status == 200 and orjson.loads(raw)["outputs"][0]["data"] == [4.0] * 16
+
+
+async def test_injected_faults_bypass_remembered_answers(app: RestApp) -> None:
+    dp = app.dataplane
+    assert (await infer(app, "simple", simple_body(3.0)))[0] == 200
+    dp.faults = FaultInjector(failure_ratio=1.0)
+    assert dp.exact_answer("http", "simple", "", (b"", simple_body(3.0))) is None
+    status, raw = await infer(app, "simple", simple_body(3.0))
+    assert status == 500 and b"injected failure" in raw
