@@ -6,7 +6,8 @@ Each front end runs in its own process (both models, batching 32 / 2 ms, 2 ORT t
 modelserve runs it); the clients drive them in turn, ModelInfer at concurrency 16, interleaved
 rounds. Two clients: nghttp2's `h2load` (C; 16 connections, one request in flight on each) and the
 benchmark's Python client (bench.serving.pyclient: aiohttp, or grpc.aio over one channel with 16
-streams). Time it under the shared lock, others benchmark on this machine too:
+streams; its own CPU per request is shown too: it shares the cores). Time it under the shared lock,
+others benchmark on this machine too:
 
     flock /tmp/bench.lock .venv/bin/python -m bench.serving.grpc_frontends [--seconds 4] [--rounds 3]
 """
@@ -120,13 +121,18 @@ def h2load(kind: str, port: int, model: str, seconds: float, workdir: Path) -> t
     return float(finished.group(1)), errors
 
 
-async def python_client(kind: str, port: int, model: str, seconds: float) -> tuple[float, int]:
+async def python_client(kind: str, port: int, model: str, seconds: float) -> tuple[float, int, float]:
+    """req/s, errors, and this process's CPU per request (the client's, all its threads, warm-up included)."""
     target = "modelserve-http-json" if kind == "http-json" else "modelserve-grpc"
     body, headers = request_bodies(model)[target]
+    me = psutil.Process()
+    cpu0, t0 = sum(me.cpu_times()[:2]), time.perf_counter()
     latencies, errors, elapsed = await drive(
         target, f"127.0.0.1:{port}", model, body, headers, CONCURRENCY, seconds, 1.0
     )
-    return len(latencies) / elapsed, errors
+    rate = len(latencies) / elapsed
+    client_cpu = (sum(me.cpu_times()[:2]) - cpu0) / max(1.0, rate * (time.perf_counter() - t0)) * 1000
+    return rate, errors, client_cpu
 
 
 async def compare(seconds: float, rounds: int, clients: list[str]) -> None:
@@ -147,13 +153,15 @@ async def compare(seconds: float, rounds: int, clients: list[str]) -> None:
                         ps = psutil.Process(process.pid)
                         cpu0 = sum(ps.cpu_times()[:2])
                         t0 = time.perf_counter()
+                        client_note = ""
                         if client == "h2load":
                             rate, errors = await asyncio.to_thread(h2load, kind, port, model, seconds, workdir)
                         else:
-                            rate, errors = await python_client(kind, port, model, seconds)
+                            rate, errors, client_cpu = await python_client(kind, port, model, seconds)
+                            client_note = f" (client ~{client_cpu:.2f} ms)"
                         cpu = sum(ps.cpu_times()[:2]) - cpu0
                         per_request = cpu / max(1.0, rate * (time.perf_counter() - t0)) * 1000
-                        line = f"{rate:,.0f} req/s, ~{per_request:.2f} ms CPU/req, {errors} errors"
+                        line = f"{rate:,.0f} req/s, ~{per_request:.2f} ms CPU/req{client_note}, {errors} errors"
                         results.setdefault((client, model, kind), []).append(line)
                         print(f"round {round_ + 1} {client} {model} {kind}: {line}", flush=True)
     finally:
