@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,21 +38,25 @@ from modelserve.workerstate import WorkerState
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")
 
 
-@dataclass(frozen=True, slots=True)
 class CacheTicket:
     """Where a cached version's result lies in the response cache: a front end remembers its answer there."""
 
-    model: ModelVersion
-    key: bytes
+    __slots__ = ("key", "model")  # a plain class: a frozen dataclass costs a microsecond to build
+
+    def __init__(self, model: ModelVersion, key: bytes) -> None:
+        self.model = model
+        self.key = key
 
 
-@dataclass(frozen=True, slots=True)
 class ExactRequest:
     """A front end's exact request for a cached version (its digest), and the answer remembered for it, if any."""
 
-    model: ModelVersion
-    digest: bytes
-    answer: Any | None
+    __slots__ = ("answer", "digest", "model")
+
+    def __init__(self, model: ModelVersion, digest: bytes, answer: Any | None) -> None:
+        self.model = model
+        self.digest = digest
+        self.answer = answer
 
 
 class DataPlane:

@@ -22,6 +22,7 @@ A body that arrives in one piece reaches the application as the very bytes the p
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
@@ -61,6 +62,10 @@ class ConnectionTracker:
         self.open.pop(connection, None)
 
 
+def _nothing() -> None:
+    pass
+
+
 class HeadHoldingTransport:
     """One request's view of the connection: its response head waits for the first body write.
 
@@ -68,13 +73,19 @@ class HeadHoldingTransport:
     response has started (`100 Continue`) goes out at once; `flush` sends a held head on its own.
     """
 
-    __slots__ = ("_cycle", "_head", "_held", "_transport")
+    __slots__ = ("_cycle", "_head", "_held", "_transport", "on_response")
 
     def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
         self._transport = transport
         self._cycle = cycle
         self._head: bytes | None = None
         self._held = False  # the head has been taken (it is held, or went out with the body)
+        self.on_response: Callable[[], None] = _nothing  # the cycle's own end-of-response callback
+
+    def response_done(self) -> None:
+        """The cycle's end-of-response callback: a head still held (no body) goes out first."""
+        self.flush()
+        self.on_response()
 
     def write(self, data: bytes) -> None:
         if not self._held and self._cycle.response_started and not self._cycle.response_complete:
@@ -101,13 +112,8 @@ def hold_response_head(cycle: RequestResponseCycle) -> None:
     """Make `cycle` send its response in one write (see HeadHoldingTransport)."""
     transport = HeadHoldingTransport(cycle.transport, cycle)
     cycle.transport = transport  # type: ignore[assignment]
-    on_response = cycle.on_response
-
-    def response_done() -> None:
-        transport.flush()
-        on_response()
-
-    cycle.on_response = response_done
+    transport.on_response = cycle.on_response
+    cycle.on_response = transport.response_done
 
 
 class _HeadRefused(Exception):
@@ -151,15 +157,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)
-        if self._in_head and self._head_bytes > self.max_head_bytes and not self._refused:
-            self._refuse(431, f"request head exceeds {self.max_head_bytes} bytes")
+        if self._in_head and not self._refused:
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse(431, f"request head exceeds {self.max_head_bytes} bytes")
+            else:  # a head still incomplete: its clock runs from now (most heads come whole: no timer)
+                self._arm_head_timer()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
-        self._arm_head_timer()
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle

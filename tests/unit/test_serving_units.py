@@ -252,3 +252,17 @@ async def test_read_body_times_out_as_408_and_leaves_other_cancellations_alone()
         await task
     assert await read_body({}, _receiver([b"ab"]), 1 << 20, timeout=0.01) == b"ab"
     await asyncio.sleep(0.05)  # the timer of a body read in time never fires into a later await
+
+
+class _BufferedCycle:
+    """uvicorn's request cycle once the whole body has arrived (`more_body` False)."""
+
+    more_body = False
+
+    async def receive(self) -> dict[str, Any]:
+        await asyncio.sleep(0.05)  # slower than the timeout below: only a timer could interrupt it
+        return {"type": "http.request", "body": b"all", "more_body": False}
+
+
+async def test_read_body_sets_no_timer_for_a_body_uvicorn_already_holds() -> None:
+    assert await read_body({}, _BufferedCycle().receive, 1 << 20, timeout=0.001) == b"all"
