@@ -156,7 +156,8 @@ def report(
     lines = [
         f"Command: `python -m bench.serving.run {' '.join(sys.argv[1:])}`",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"onnxruntime {ort.__version__}; modelserve flags `{' '.join(MODELSERVE_ARGS)}`"
+        f"onnxruntime {ort.__version__}; modelserve flags `{' '.join(MODELSERVE_ARGS)}` "
+        "(`-w2`: plus `--workers=2 --intra-op-threads=0`, the server sizing ORT threads as cores // workers)"
         + (f"; gRPC front ends: {', '.join([default_frontend or '', *frontends])} (default first)" if frontends else "")
         + ".",
         "",

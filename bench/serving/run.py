@@ -117,7 +117,9 @@ def all_cells(frontends: list[str], only: str) -> dict[str, Cell]:
 def modelserve_servers(repo: Path, needed: set[str], frontends: list[str]) -> dict[str, ServingProcess]:
     specs = {
         "modelserve": (repo, MODELSERVE_ARGS),
-        "modelserve-w2": (repo, [*MODELSERVE_ARGS, "--workers=2"]),
+        # ORT threads as the server sizes them for 2 workers (cores // workers), not the single
+        # server's explicit 2: 2 workers x 2 spinning intra-op threads oversubscribe 2 cores.
+        "modelserve-w2": (repo, [*MODELSERVE_ARGS, "--workers=2", "--intra-op-threads=0"]),
         "modelserve-cached": (None, [*MODELSERVE_ARGS, *CACHE_ARGS]),
     } | {f"modelserve-{f}": (repo, [*MODELSERVE_ARGS, f"--grpc-frontend={f}"]) for f in frontends}
     servers: dict[str, ServingProcess] = {}
