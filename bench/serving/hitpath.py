@@ -11,7 +11,8 @@ first is a cache hit). Bodies are those of bench/serving/run.py's `request_bodie
 a JSON output, the binary one for a binary output). Each cell is one h2load run (HTTP/1.1, 16 connections,
 one request in flight each: `h2load --h1 -c16 -m1 -t1 -D<duration> --warm-up-time=1`); cells are
 interleaved over rounds. Printed per cell: req/s median and min-max over rounds, server CPU (% of one
-core, psutil) and server CPU per request (microseconds).
+core, psutil; with `--workers N` in BENCH_MODELSERVE_ARGS, the supervisor and its workers together) and
+server CPU per request (microseconds).
 
 `--compare DIR` also starts the same two servers from another copy of the code (DIR holds its
 `modelserve` package, e.g. `git archive <commit> serving-image | tar -x -C /tmp/old` and DIR =
@@ -106,14 +107,20 @@ def h2load(url: str, body: Path, headers: dict[str, str], duration: int, request
     return float(rate.group(1)), failed + (done - succeeded)
 
 
+def server_cpu(procs: list[psutil.Process]) -> float:
+    """User + system CPU seconds of the server's processes so far."""
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+
 def measure(cell: Cell, server: ServingProcess, body: Path, headers: dict[str, str], duration: int) -> None:
     url = f"http://{server.http_url}/v2/models/{cell.model}/infer"
     assert server.process is not None
-    proc = psutil.Process(server.process.pid)
+    procs = [psutil.Process(server.process.pid)]
+    procs += procs[0].children(recursive=True)  # --workers N: the workers are the supervisor's children
     h2load(url, body, headers, 0, requests=320)  # the hit cells' first (missing) request, connections warm
-    cpu0, t0 = sum(proc.cpu_times()[:2]), time.perf_counter()
+    cpu0, t0 = server_cpu(procs), time.perf_counter()
     rps, failed = h2load(url, body, headers, duration)
-    cpu1, t1 = sum(proc.cpu_times()[:2]), time.perf_counter()
+    cpu1, t1 = server_cpu(procs), time.perf_counter()
     cell.rps.append(rps)
     cell.failed += failed
     wall = t1 - t0  # includes h2load's 1 s warm-up, as the CPU does
