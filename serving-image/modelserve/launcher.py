@@ -26,11 +26,20 @@ class ServingProcess:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
-    http_port: int = field(default_factory=free_port)
-    grpc_port: int = field(default_factory=free_port)
-    metrics_port: int = field(default_factory=free_port)
+    http_port: int = 0  # 0: a free port, picked here (and picked again should another process take it first)
+    grpc_port: int = 0
+    metrics_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     https_ca: Path | None = None  # the server speaks HTTPS with a certificate signed by this CA
+
+    def __post_init__(self) -> None:
+        self.ports_picked = not (self.http_port or self.grpc_port or self.metrics_port)
+        self.http_port = self.http_port or free_port()
+        self.grpc_port = self.grpc_port or free_port()
+        self.metrics_port = self.metrics_port or free_port()
+
+    def _pick_ports(self) -> None:
+        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
 
     @property
     def http_url(self) -> str:
@@ -41,6 +50,18 @@ class ServingProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start(self, wait_ready: bool = True, timeout: float = 60.0) -> ServingProcess:
+        """Start and wait until ready (or live). A free port is free only until something binds it:
+        when another process took one of the picked ports first, pick new ones and start again."""
+        for attempt in range(3):
+            try:
+                return self._start_once(wait_ready, timeout)
+            except RuntimeError as exc:
+                if not (self.ports_picked and "address already in use" in str(exc)) or attempt == 2:
+                    raise
+                self._pick_ports()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, wait_ready: bool, timeout: float) -> ServingProcess:
         log = (self.log_path or self.repository.parent / f"modelserve-{self.http_port}.log").open("wb")
         command = [
             sys.executable, "-m", "modelserve.cli",
