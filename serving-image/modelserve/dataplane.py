@@ -232,7 +232,9 @@ class DataPlane:
         """The response cache in front of the batcher: a hit returns (outputs, lookup ns, ticket)."""
         assert self.cache is not None
         t0 = time.perf_counter_ns()
-        key = request_key(mv.name, str(mv.version), ((i.name, i.datatype, i.shape, i.array) for i in request.inputs))
+        # The load, not only the version number: a reload with new weights must not hit old results.
+        version = f"{mv.version}/{mv.load_id}"
+        key = request_key(mv.name, version, ((i.name, i.datatype, i.shape, i.array) for i in request.inputs))
         found = self.cache.get(key)
         lookup_ns = time.perf_counter_ns() - t0
         if found is not None:

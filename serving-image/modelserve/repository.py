@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,9 @@ class RepositorySettings:
     response_cache: bool = False  # --cache-config gave the response cache a size
 
 
+_LOADS = itertools.count(1)
+
+
 @dataclass
 class ModelVersion:
     name: str
@@ -41,6 +45,9 @@ class ModelVersion:
     model: runtime.OnnxModel
     batcher: DynamicBatcher
     stats: ModelStats
+    # This load of the version, unique in the process: a reload (new weights under the same version
+    # number) gets another, so the response cache never answers with the previous load's results.
+    load_id: int = field(default_factory=lambda: next(_LOADS))
 
     @property
     def key(self) -> tuple[str, str]:

@@ -219,3 +219,26 @@ def test_a_malformed_request_is_refused_every_time_even_when_repeated(server) ->
     for _ in range(2):
         status, _, raw = post(server, "cnn", body, headers)
         assert status == 400, raw
+
+
+def test_a_reload_with_new_weights_never_answers_from_the_old_load(tmp_path) -> None:
+    """The same name and version number, other weights: the cached results of the first load must
+    not answer for the second (the key holds the load, not only the version number)."""
+    root = tmp_path / "models"
+    examples.write_model(root, "cnn", examples.cnn(seed=0), config=CACHED)
+    proc = ServingProcess(
+        root, args=["--cache-config=local,size=1048576", "--model-control-mode=explicit", "--load-model=cnn"]
+    ).start()
+    client = httpclient.InferenceServerClient(proc.http_url)
+    try:
+        before = http_infer(client, "cnn", {"input": image(7)}, True, ["output"]).as_numpy("output")
+        assert stats(client, "cnn")["misses"] == 1
+        examples.write_model(root, "cnn", examples.cnn(seed=1), config=CACHED)  # new weights, version 1 again
+        client.load_model("cnn")
+        after = http_infer(client, "cnn", {"input": image(7)}, True, ["output"]).as_numpy("output")
+        assert not np.array_equal(before, after), "the reloaded model answered with the old load's cached result"
+        counts = stats(client, "cnn")
+        assert (counts["hits"], counts["misses"]) == (0, 1), counts
+    finally:
+        client.close()
+        assert proc.stop() == 0
