@@ -5,8 +5,9 @@ Run with `kopf run -m modeldeploy.handlers` or `modeldeploy run`.
 - create / update / resume: reconcile now (a `modeldeploy.io/rollout` command is an update);
 - every ModelDeployment event keeps the per-object memory (`memo.memory`) current;
 - a child Deployment changed: its status reaches the owner's status at once (mapped through
-  owner references); while a canary runs, or when a Deployment was deleted, the owner is
-  reconciled in full (a deleted stable comes back with the stable revision);
+  owner references), on threads of its own (`child-status`), never behind kopf's workers;
+  while a canary runs, or when a Deployment was deleted, the owner is reconciled in full (a
+  deleted stable comes back with the stable revision);
 - a rollout loop reconciles a canary only when its next analysis is due: a waiting or paused
   canary costs nothing;
 - a resync loop walks every known object each `resync_seconds` (with jitter) to repair drift;
@@ -152,6 +153,7 @@ async def child_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_:
     """A child Deployment's event: its owner's status follows within the event's latency. The work
     runs on threads of its own, so status never queues behind creates holding kopf's workers; while
     the owner's reconcile is in flight, it waits here (no thread held) and follows it."""
+    memo.memory.saw_child(dict(body), deleted=type == "DELETED")
     loop = asyncio.get_running_loop()
     while not await loop.run_in_executor(memo.child_pool, _follow_child, type, body, memo):
         await asyncio.sleep(CHILD_RETRY_SECONDS)
@@ -159,7 +161,6 @@ async def child_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_:
 
 def _follow_child(type: str | None, body: kopf.Body, memo: kopf.Memo) -> bool:
     """False when the owner is busy (a reconcile holds its lock): try again after it."""
-    memo.memory.saw_child(dict(body), deleted=type == "DELETED")
     key = _owner_key(body)
     owner = memo.memory.owner(key) if key else None
     if owner is None:
