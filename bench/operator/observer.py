@@ -11,17 +11,20 @@ import contextlib
 import json
 import threading
 import time
-from typing import Any
-
-from kubernetes import client
+from typing import Any, Protocol
 
 Key = tuple[str, str]
+
+
+class Getter(Protocol):
+    def get(self, path: str, query: list[tuple[str, str]] | None = None, timeout: float | None = 60) -> Any:
+        """A GET's urllib3 response, its body not read yet."""
 
 
 class Watched:
     """Every object at a collection path (with a label selector), as of the latest event."""
 
-    def __init__(self, api: client.ApiClient, path: str, selector: str | None = None, prefix: str = "bench-") -> None:
+    def __init__(self, api: Getter, path: str, selector: str | None = None, prefix: str = "bench-") -> None:
         self.api, self.path, self.selector, self.prefix = api, path, selector, prefix
         self.objects: dict[Key, dict[str, Any]] = {}
         self.guard = threading.Lock()
@@ -42,10 +45,7 @@ class Watched:
     def _get(self, query: list[tuple[str, str]], timeout: float | None) -> Any:
         if self.selector:
             query = [*query, ("labelSelector", self.selector)]
-        request = self.api.param_serialize(method="GET", resource_path=self.path, query_params=query,
-                                           header_params={"Accept": "application/json"},
-                                           auth_settings=["BearerToken"])  # fmt: skip
-        return self.api.call_api(*request, _request_timeout=timeout).response
+        return self.api.get(self.path, query, timeout)
 
     def _keep(self, obj: dict[str, Any]) -> Key | None:
         meta = obj.get("metadata") or {}

@@ -59,12 +59,15 @@ class Api:
         config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         self.api = client.ApiClient(configuration)
 
-    def raw(self, path: str, query: list[tuple[str, str]] | None = None) -> bytes:
+    def get(self, path: str, query: list[tuple[str, str]] | None = None, timeout: float | None = 60) -> Any:
+        """A GET's urllib3 response, its body not read yet (a watch streams it)."""
         request = self.api.param_serialize(method="GET", resource_path=path, query_params=query or [],
                                            header_params={"Accept": "application/json, */*"},
                                            auth_settings=["BearerToken"])  # fmt: skip
-        response = self.api.call_api(*request, _request_timeout=60)
-        return response.read()
+        return self.api.call_api(*request, _request_timeout=timeout).response
+
+    def raw(self, path: str, query: list[tuple[str, str]] | None = None) -> bytes:
+        return self.get(path, query).data
 
     def items(self, path: str, selector: str | None = None) -> list[dict[str, Any]]:
         """The objects at `path` in the benchmark's namespaces."""
@@ -230,9 +233,9 @@ def run(
         result["idle_rss_mib"] = round(process.memory_info().rss / 2**20, 1)
         per_ns = {ns: [body(f"md-{i}") for i in range(count) if i % NAMESPACES == n] for n, ns in enumerate(namespaces)}
         # The benchmark watches (one LIST each, then events): polling LISTs would load the API server.
-        watched_mds = Watched(api.api, "/apis/modeldeploy.io/v1alpha1/modeldeployments").start()
-        watched_deployments = Watched(api.api, "/apis/apps/v1/deployments", MANAGED).start()
-        watched_services = Watched(api.api, "/api/v1/services", MANAGED).start()
+        watched_mds = Watched(api, "/apis/modeldeploy.io/v1alpha1/modeldeployments").start()
+        watched_deployments = Watched(api, "/apis/apps/v1/deployments", MANAGED).start()
+        watched_services = Watched(api, "/api/v1/services", MANAGED).start()
         latencies_before, cpu_before = api.latencies(), cpu_seconds(others)
         started = time.monotonic()
         creators = [
