@@ -126,8 +126,8 @@ def reconcile(
     `provider`: where canary analyses run; without one a canary waits (commands still act).
     `trust_watch`: read and skip children the watch shows unchanged, and trust the status this
     process last wrote. The resync passes False: it is the safety net for a watch that missed an
-    event or a status write overtaken by an older one, so it reads every child afresh and rewrites
-    a status the server holds differently."""
+    event or a status write overtaken by an older one, so it re-applies every child (the answers
+    are the live objects) and rewrites a status the server holds differently."""
     md = parse_body(body)
     entry = memory.entry(body)
     children = memory.children if trust_watch else {}
