@@ -340,14 +340,13 @@ def unary_handlers(
     }
 
 
-async def stream_refusal(restrictions: Restrictions, auth: TokenAuth | None, context: HasMetadata) -> ServeError | None:
+def stream_refusal(restrictions: Restrictions, auth: TokenAuth | None, context: HasMetadata) -> ServeError | None:
     """ModelStreamInfer's access checks, under the same mapping as a unary call's: the refusal, or None."""
-
-    async def check() -> None:
+    try:
         check_restricted(restrictions, auth, API_OF["ModelStreamInfer"], context)
-
-    refused = await guarded(check)
-    return refused if isinstance(refused, ServeError) else None
+    except Exception as exc:
+        return to_serve_error(exc)
+    return None
 
 
 def _guard(
@@ -374,7 +373,7 @@ def _guard_stream(
     """A grpc.aio streaming handler: the same access checks and error mapping as a unary call, then the stream."""
 
     async def handler(messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        refused = await stream_refusal(restrictions, auth, context)
+        refused = stream_refusal(restrictions, auth, context)
         if refused is not None:
             await context.abort(refused.grpc_code, refused.message)
         async for reply in method(messages, context):

@@ -191,7 +191,7 @@ class GrpcLoopServer:
     ) -> None:
         """ModelStreamInfer: the servicer's replies as they come, each waiting for the peer's window."""
         context = wire.CallContext(stream.headers)
-        refused = await stream_refusal(self.restrictions, self.auth, context)
+        refused = stream_refusal(self.restrictions, self.auth, context)
         if refused is not None:
             raise refused
         connection.send_headers(stream, wire.response_head(call.respond_encoding))
