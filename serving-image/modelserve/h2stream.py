@@ -59,8 +59,7 @@ class H2Stream:
 
     async def wait_data(self) -> None:
         """Until more body bytes, the end of the body, or a reset arrive."""
-        if self.reset:
-            raise StreamReset(f"stream {self.id} was reset")
+        self._raise_if_reset()
         if self.remote_closed:
             return
         self.waiter = self.connection.loop.create_future()
@@ -68,8 +67,7 @@ class H2Stream:
             await self.waiter
         finally:
             self.waiter = None
-        if self.reset:
-            raise StreamReset(f"stream {self.id} was reset")
+        self._raise_if_reset()
 
     def consume(self, count: int) -> None:
         """Drop `count` read bytes from the buffer; window held back for them is given back."""
@@ -86,6 +84,9 @@ class H2Stream:
                 await self.writable
             finally:
                 self.writable = None
+        self._raise_if_reset()
+
+    def _raise_if_reset(self) -> None:
         if self.reset:
             raise StreamReset(f"stream {self.id} was reset")
 
