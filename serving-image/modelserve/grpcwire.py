@@ -13,6 +13,7 @@ import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import quote
 
 from modelserve import h2frames
 from modelserve.errors import InvalidArgument, PayloadTooLarge, Unimplemented, clip
@@ -37,33 +38,12 @@ def parse_timeout(value: bytes) -> float:
     return int(digits) * TIMEOUT_UNITS[unit]
 
 
+# grpc-message's percent-encoding: UTF-8, every byte outside printable ASCII and '%' itself as %XX
+MESSAGE_SAFE: Final = "".join(chr(c) for c in range(0x20, 0x7F) if c != 0x25)
+
+
 def percent_encode(text: str) -> bytes:
-    """`grpc-message`'s encoding: UTF-8, with bytes outside printable ASCII and '%' as %XX."""
-    out = bytearray()
-    for byte in text.encode("utf-8"):
-        if 0x20 <= byte <= 0x7E and byte != 0x25:
-            out.append(byte)
-        else:
-            out += b"%%%02X" % byte
-    return bytes(out)
-
-
-def percent_decode(value: bytes) -> str:
-    """The inverse of `percent_encode`; a malformed escape is kept as it is (as the spec asks)."""
-    out = bytearray()
-    index = 0
-    while index < len(value):
-        if value[index] == 0x25 and _is_hex(value[index + 1 : index + 3]):
-            out.append(int(value[index + 1 : index + 3], 16))
-            index += 3
-        else:
-            out.append(value[index])
-            index += 1
-    return out.decode("utf-8", "replace")
-
-
-def _is_hex(pair: bytes) -> bool:
-    return len(pair) == 2 and all(c in b"0123456789abcdefABCDEF" for c in pair)
+    return quote(text, safe=MESSAGE_SAFE).encode("ascii")
 
 
 def status_fields(code: int, message: str) -> bytes:
@@ -207,10 +187,8 @@ async def read_unary(stream: H2Stream, limit: int, encoding: str) -> bytes:
     payload = await read_message(stream, limit, encoding)
     if payload is None:
         raise InvalidArgument("the call carries no request message")
-    while not stream.remote_closed:
+    while not stream.remote_closed and not stream.buffer:
         await stream.wait_data()
-        if len(stream.buffer) > 0:
-            raise InvalidArgument("a unary call carries more than one request message")
     if stream.buffer:
         raise InvalidArgument("a unary call carries more than one request message")
     return payload
