@@ -7,7 +7,7 @@ Two `modelserve` processes serve the MLP and the CNN (`--max-batch-size=32 --max
 --intra-op-threads=2`, or BENCH_MODELSERVE_ARGS), both models' configs saying `response_cache { enable:
 true }`: one without `--cache-config` (no cache: every request runs the model), one with
 `--cache-config=local,size=67108864` (`-hit` cells: the same body every time, so every request after the
-first is a cache hit). Bodies are those of bench/serving/run.py's `request_bodies` (the JSON body asks for
+first is a cache hit). Bodies are those of bench/serving/cells.py's `request_bodies` (the JSON body asks for
 a JSON output, the binary one for a binary output). Each cell is one h2load run (HTTP/1.1, 16 connections,
 one request in flight each: `h2load --h1 -c16 -m1 -t1 -D<duration> --warm-up-time=1`); cells are
 interleaved over rounds. Printed per cell: req/s median and min-max over rounds, server CPU (% of one
@@ -26,7 +26,6 @@ a flame graph and the top functions to bench/results/hitpath-<cell>.{svg,txt}.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
@@ -38,15 +37,13 @@ from pathlib import Path
 
 import psutil
 
-from bench.serving.run import request_bodies
+from bench.serving.cells import MODELSERVE_ARGS as SERVER_ARGS
+from bench.serving.cells import request_bodies
+from bench.serving.servers import CACHE_ARGS
 from modelserve import examples
 from modelserve.launcher import ServingProcess
 
 CACHED_CONFIG = "response_cache { enable: true }\n"
-SERVER_ARGS = os.environ.get(
-    "BENCH_MODELSERVE_ARGS", "--max-batch-size=32 --max-queue-delay-us=2000 --intra-op-threads=2"
-).split()
-CACHE_ARGS = ["--cache-config=local,size=67108864"]
 DEFAULT_CELLS = "cnn-binary,cnn-binary-hit,cnn-json,cnn-json-hit,mlp-json,mlp-json-hit"
 FINISHED = re.compile(r"finished in [\d.]+m?s, ([\d.]+) req/s")
 REQUESTS = re.compile(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed")

@@ -45,9 +45,8 @@ from bench.serving.cells import (
     request_bodies,
     server_of,
     transport,
-    unique_body,
 )
-from bench.serving.pyclient import drive, measure_python
+from bench.serving.pyclient import measure_python
 from bench.serving.report import report
 from bench.serving.servers import (
     CACHE_ARGS,
@@ -64,9 +63,6 @@ try:
     import uvloop
 except ImportError:  # the stock loop then
     uvloop = None  # type: ignore[assignment]
-
-# Re-exported: threadcost.py, grpc_frontends.py and hitpath.py import these from here.
-__all__ = ["MODELS", "MODELSERVE_ARGS", "Cell", "drive", "request_bodies", "unique_body"]
 
 Driver = Callable[..., Awaitable[Measurement]]
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import psutil
 
-from bench.serving.run import MODELSERVE_ARGS, drive, request_bodies
+from bench.serving.cells import MODELSERVE_ARGS, request_bodies
+from bench.serving.pyclient import drive
 from modelserve import examples
 from modelserve.launcher import ServingProcess
 
