@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 import grpc
 import psutil
 
+from bench.serving import h2load
 from bench.serving.cells import request_bodies
 from bench.serving.pyclient import drive
 from modelserve import config as cfg
@@ -39,10 +39,7 @@ from modelserve.runtime import RuntimeSettings
 KINDS = ("http-json", "grpcio", "loop")
 MODELS = ("mlp", "cnn")
 CONCURRENCY = 16
-INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
 STATS_PATH = "/inference.GRPCInferenceService/ModelStatistics"
-_FINISHED = re.compile(r"finished in [\d.]+\w*, ([\d.]+) req/s")
-_REQUESTS = re.compile(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed")
 
 
 async def serve(kind: str, port: int) -> None:
@@ -90,40 +87,28 @@ def grpc_successes(port: int, model: str) -> int:
     return sum(s.inference_stats.success.count for s in stats.model_stats)
 
 
-def h2load(kind: str, port: int, model: str, seconds: float, workdir: Path) -> tuple[float, int]:
+def _target(kind: str) -> str:
+    return "modelserve-http-json" if kind == "http-json" else "modelserve-grpc"
+
+
+async def run_h2load(driver: h2load.H2load, kind: str, port: int, model: str, seconds: float) -> tuple[float, int]:
     """req/s and errors of one h2load run (1 s warm-up). gRPC answers carry their status in trailers, which
     h2load does not read: errors there are the 2xx answers the server's success count did not see."""
-    target = "modelserve-http-json" if kind == "http-json" else "modelserve-grpc"
-    body, headers = request_bodies(model)[target]
-    if kind == "http-json":
-        url, extra = f"http://127.0.0.1:{port}/v2/models/{model}/infer", ["--h1"]
-    else:
-        body = b"\x00" + len(body).to_bytes(4, "big") + body
-        url, extra = f"http://127.0.0.1:{port}{INFER_PATH}", []
-        headers = {"content-type": "application/grpc", "te": "trailers"}
-    path = workdir / f"{model}-{kind}.bin"
-    path.write_bytes(body)
-    timing = [f"-D{round(seconds * 1000)}ms", "--warm-up-time=1"]
-    argv = ["h2load", f"-c{CONCURRENCY}", "-m1", "-t1", *timing, "-d", str(path), *extra]
-    for name, value in headers.items():
-        argv += ["-H", f"{name}: {value}"]
-    before = grpc_successes(port, model) if kind != "http-json" else 0
-    out = subprocess.run([*argv, url], capture_output=True, text=True, check=False).stdout
-    finished, requests = _FINISHED.search(out), _REQUESTS.search(out)
-    if finished is None or requests is None:
-        raise RuntimeError(f"h2load failed on {kind} {model}: {out[-1500:]}")
-    errors = int(requests.group(3))
-    if kind != "http-json":
-        time.sleep(0.2)  # calls in flight when h2load stopped
-        served = grpc_successes(port, model) - before  # warm-up and measured period together
-        sent = int(requests.group(2))
-        errors += max(0, sent - served)
-    return float(finished.group(1)), errors
+    body, headers = request_bodies(model)[_target(kind)]
+
+    async def successes() -> int:
+        return await asyncio.to_thread(grpc_successes, port, model)
+
+    count = None if kind == "http-json" else successes
+    result = await driver.measure(
+        _target(kind), f"127.0.0.1:{port}", model, body, headers, CONCURRENCY, seconds, 1.0, count
+    )
+    return result.rps, result.errors
 
 
 async def python_client(kind: str, port: int, model: str, seconds: float) -> tuple[float, int, float]:
     """req/s, errors, and this process's CPU per request (the client's, all its threads, warm-up included)."""
-    target = "modelserve-http-json" if kind == "http-json" else "modelserve-grpc"
+    target = _target(kind)
     body, headers = request_bodies(model)[target]
     me = psutil.Process()
     cpu0, t0 = sum(me.cpu_times()[:2]), time.perf_counter()
@@ -143,6 +128,7 @@ async def compare(seconds: float, rounds: int, clients: list[str]) -> None:
         servers[kind] = (subprocess.Popen(command), port)
     time.sleep(10)  # both models loaded in every process
     workdir = Path(tempfile.mkdtemp())
+    driver = h2load.H2load(workdir)
     print(f"load average at the start: {' '.join(f'{x:.1f}' for x in psutil.getloadavg())}", flush=True)
     results: dict[tuple[str, str, str], list[str]] = {}
     try:
@@ -155,7 +141,7 @@ async def compare(seconds: float, rounds: int, clients: list[str]) -> None:
                         t0 = time.perf_counter()
                         client_note = ""
                         if client == "h2load":
-                            rate, errors = await asyncio.to_thread(h2load, kind, port, model, seconds, workdir)
+                            rate, errors = await run_h2load(driver, kind, port, model, seconds)
                         else:
                             rate, errors, client_cpu = await python_client(kind, port, model, seconds)
                             client_note = f" (client ~{client_cpu:.2f} ms)"
@@ -188,7 +174,7 @@ def main() -> None:
 
         uvloop.run(serve(args.serve, args.port))
         return
-    if args.client != "python" and shutil.which("h2load") is None:
+    if args.client != "python" and not h2load.available():
         raise SystemExit("h2load not found (Debian: nghttp2-client); use --client python")
     clients = ["h2load", "python"] if args.client == "both" else [args.client]
     asyncio.run(compare(args.seconds, args.rounds, clients))
