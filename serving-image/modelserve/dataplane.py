@@ -148,10 +148,6 @@ class DataPlane:
         if batcher.queued >= batcher.max_queue_size:
             raise Unavailable(f"request queue is full ({batcher.max_queue_size} waiting); retry later")
 
-    def uses_cache(self, name: str, version: str = "") -> bool:
-        """Whether this version's results go through the response cache."""
-        return self.cache is not None and self.repository.get(name, version).stats.cached
-
     def exact_answer(
         self, kind: str, name: str, version: str, parts: Iterable[bytes | memoryview]
     ) -> ExactRequest | None:
