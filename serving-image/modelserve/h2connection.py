@@ -438,9 +438,12 @@ class H2Connection(asyncio.Protocol):
         self.table_size_signalled = True
         return f.HPACK_TABLE_SIZE_ZERO + block
 
+    def _can_send(self, stream: H2Stream) -> bool:
+        return not (stream.reset or self.closed or stream.local_closed)
+
     def respond(self, stream: H2Stream, head: bytes, data: bytes, trailers: bytes) -> None:
         """A whole answer: headers, one DATA payload and trailers, in one write when the windows allow."""
-        if stream.reset or self.closed or stream.local_closed:
+        if not self._can_send(stream):
             return
         out = [f.header_block_frames(stream.id, self.header_block(head), False, self.peer_max_frame)]
         stream.outbox += data
@@ -450,7 +453,7 @@ class H2Connection(asyncio.Protocol):
         self._maybe_forget_or_reset(stream)
 
     def send_headers(self, stream: H2Stream, head: bytes, end_stream: bool = False) -> None:
-        if stream.reset or self.closed or stream.local_closed:
+        if not self._can_send(stream):
             return
         self.write(f.header_block_frames(stream.id, self.header_block(head), end_stream, self.peer_max_frame))
         if end_stream:
@@ -458,13 +461,13 @@ class H2Connection(asyncio.Protocol):
             self._maybe_forget_or_reset(stream)
 
     def send_data(self, stream: H2Stream, data: bytes) -> None:
-        if stream.reset or self.closed or stream.local_closed:
+        if not self._can_send(stream):
             return
         stream.outbox += data
         self._flush_stream(stream)
 
     def send_trailers(self, stream: H2Stream, trailers: bytes) -> None:
-        if stream.reset or self.closed or stream.local_closed:
+        if not self._can_send(stream):
             return
         stream.trailers = trailers
         self._flush_stream(stream)
