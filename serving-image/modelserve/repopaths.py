@@ -83,8 +83,3 @@ def regular_file_inside(root: Path, path: Path) -> Path:
     if not stat.S_ISREG(mode):
         raise ModelLoadError(f"{relative}: is not a regular file")
     return path
-
-
-def model_file(root: Path, path: Path) -> Path:
-    """A model file to load: a regular file inside the repository."""
-    return regular_file_inside(root, path)

@@ -133,7 +133,7 @@ class Repository:
             raise ModelLoadError(f"{model_dir}: no version directory with {filename} (expected {name}/1/{filename})")
         loaded = []
         for version in select_versions(declared.version_policy, available):
-            path = repopaths.model_file(root, model_dir / str(version) / filename)
+            path = repopaths.regular_file_inside(root, model_dir / str(version) / filename)
             io = runtime.probe_io(path)
             config = cfg.complete_and_check(
                 declared,
