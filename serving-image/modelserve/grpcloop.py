@@ -125,7 +125,6 @@ class GrpcLoopServer:
 
     async def _call(self, connection: H2Connection, stream: H2Stream) -> None:
         """One call from its request headers to its trailers; whatever happens, the connection goes on."""
-        answered = [False]  # response headers sent: an error then goes in the trailers
         try:
             head = self._refusal(stream)
             if head is not None:
@@ -133,23 +132,24 @@ class GrpcLoopServer:
                 return
             call = wire.CallHeaders.parse(stream)
             if call.timeout is None:
-                await self._route(connection, stream, call, answered)
+                await self._route(connection, stream, call)
             else:
                 try:
                     async with asyncio.timeout(call.timeout):
-                        await self._route(connection, stream, call, answered)
+                        await self._route(connection, stream, call)
                 except TimeoutError:
                     raise DeadlineExceeded(f"deadline of {call.timeout:g}s exceeded") from None
         except StreamReset:
             return
         except Exception as exc:  # ServeError, or a bug that costs this call only (to_serve_error logs it)
             error = to_serve_error(exc)
-            self._fail(connection, stream, error, answered[0])
+            self._fail(connection, stream, error)
 
     @staticmethod
-    def _fail(connection: H2Connection, stream: H2Stream, error: ServeError, answered: bool) -> None:
+    def _fail(connection: H2Connection, stream: H2Stream, error: ServeError) -> None:
+        """The error as trailers after a response head already sent, else as a trailers-only answer."""
         code = status_code(error)
-        if answered:
+        if stream.head_sent:
             connection.send_trailers(stream, wire.trailers(code, error.message))
         else:
             unsupported = isinstance(error, Unimplemented) and "grpc-encoding" in error.message
@@ -170,32 +170,27 @@ class GrpcLoopServer:
             return None
         return wire.trailers_only(status_code(error), error.message, http_status=http_status)
 
-    async def _route(
-        self, connection: H2Connection, stream: H2Stream, call: wire.CallHeaders, answered: list[bool]
-    ) -> None:
+    async def _route(self, connection: H2Connection, stream: H2Stream, call: wire.CallHeaders) -> None:
         handler = self.unary.get(stream.path)
         if handler is None:
-            await self._stream(connection, stream, call, answered)
+            await self._stream(connection, stream, call)
             return
         raw = await wire.read_unary(stream, self.max_message_bytes, call.encoding)
         answer = await handler(raw, wire.CallContext(stream.headers))
         del raw
         if isinstance(answer, ServeError):
-            self._fail(connection, stream, answer, False)
+            self._fail(connection, stream, answer)
             return
         body = wire.message(answer.SerializeToString(), call.respond_encoding)
         connection.respond(stream, wire.response_head(call.respond_encoding), body, wire.TRAILERS_OK)
 
-    async def _stream(
-        self, connection: H2Connection, stream: H2Stream, call: wire.CallHeaders, answered: list[bool]
-    ) -> None:
+    async def _stream(self, connection: H2Connection, stream: H2Stream, call: wire.CallHeaders) -> None:
         """ModelStreamInfer: the servicer's replies as they come, each waiting for the peer's window."""
         context = wire.CallContext(stream.headers)
         refused = stream_refusal(self.restrictions, self.auth, context)
         if refused is not None:
             raise refused
         connection.send_headers(stream, wire.response_head(call.respond_encoding))
-        answered[0] = True
         incoming = wire.read_messages(stream, self.max_message_bytes, call.encoding)
         async for reply in self.servicer.ModelStreamInfer(incoming, context):
             connection.send_data(stream, wire.message(reply, call.respond_encoding))

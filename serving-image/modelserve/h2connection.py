@@ -446,6 +446,7 @@ class H2Connection(asyncio.Protocol):
         if not self._can_send(stream):
             return
         out = [f.header_block_frames(stream.id, self.header_block(head), False, self.peer_max_frame)]
+        stream.head_sent = True
         stream.outbox += data
         stream.trailers = trailers
         self._drain_stream(stream, out)
@@ -456,6 +457,7 @@ class H2Connection(asyncio.Protocol):
         if not self._can_send(stream):
             return
         self.write(f.header_block_frames(stream.id, self.header_block(head), end_stream, self.peer_max_frame))
+        stream.head_sent = True
         if end_stream:
             stream.local_closed = True
             self._maybe_forget_or_reset(stream)

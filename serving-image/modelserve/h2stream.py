@@ -28,8 +28,8 @@ class StreamReset(Exception):
 
 class H2Stream:
     __slots__ = (
-        "buffer", "connection", "headers", "id", "local_closed", "method", "outbox", "path", "remote_closed",
-        "reset", "send_window", "task", "trailers", "unacked", "waiter", "withheld", "writable",
+        "buffer", "connection", "head_sent", "headers", "id", "local_closed", "method", "outbox", "path",
+        "remote_closed", "reset", "send_window", "task", "trailers", "unacked", "waiter", "withheld", "writable",
     )  # fmt: skip
 
     def __init__(self, connection: H2Connection, stream_id: int, send_window: int) -> None:
@@ -41,6 +41,7 @@ class H2Stream:
         self.buffer = bytearray()  # request body bytes not read yet
         self.remote_closed = False
         self.local_closed = False
+        self.head_sent = False  # response headers (not trailers) have gone out
         self.reset = False
         self.send_window = send_window
         self.outbox = bytearray()  # response DATA waiting for window
