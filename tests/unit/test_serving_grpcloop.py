@@ -296,6 +296,17 @@ async def test_grpc_timeout_is_deadline_exceeded(slow_server: GrpcLoopServer) ->
     client.close()
 
 
+async def test_a_stream_call_past_its_deadline_gets_the_status_in_trailers_after_its_head(
+    slow_server: GrpcLoopServer,
+) -> None:
+    client = await RawClient.open(slow_server.port)
+    stream_id = client.send("ModelStreamInfer", framed(infer_request()), **{"grpc-timeout": "50m"})
+    answer = await client.answer(stream_id)
+    assert answer.trailers and b"grpc-status" not in answer.headers, answer
+    assert answer.status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    client.close()
+
+
 async def test_gzip_both_ways(server: GrpcLoopServer) -> None:
     client = await RawClient.open(server.port)
     packed = gzip.compress(infer_request())
