@@ -138,7 +138,8 @@ def test_sigterm_under_load_loses_no_request(tmp_path: Path, frontend: str) -> N
 
     print(f"outcomes {dict(load.outcomes)}, {during} during the delay, {load.closes_after_sigterm} closes")
     assert not load.failures, f"{len(load.failures)} lost requests, e.g. {load.failures[:5]}"
-    assert load.outcomes["grpc-cancelled-at-handover"] <= (GRPC_CLIENTS if frontend == "grpcio" else 0), load.outcomes
+    # only grpcio's hand-over losses are counted apart (the loop front end's count as failures above): one per client
+    assert load.outcomes["grpc-cancelled-at-handover"] <= GRPC_CLIENTS, load.outcomes
     assert load.outcomes["http-ok"] > 50 and load.outcomes["grpc-ok"] > 50, load.outcomes
     assert during > 50, f"only {during} requests were answered during the propagation delay"
     assert load.closes_after_sigterm >= HTTP_CLIENTS, "keep-alive connections must be closed during the delay"
