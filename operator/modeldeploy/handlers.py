@@ -26,7 +26,7 @@ from typing import Any
 
 import kopf
 
-from modeldeploy import analysis, api, names, reconcile, resilience
+from modeldeploy import analysis, api, kopfstorage, names, reconcile, resilience
 from modeldeploy.kube import FANOUT_THREADS, KubeClient, KubeError
 from modeldeploy.memory import Memory
 from modeldeploy.opmetrics import OperatorMetrics
@@ -66,10 +66,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.memory = Memory()
     memo.child_pool = ThreadPoolExecutor(max_workers=CHILD_THREADS, thread_name_prefix="child-status")
     memo.command_tasks = set()  # keeps the background tasks of rollout commands referenced
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modeldeploy.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="modeldeploy.io", key="last-handled-configuration"
-    )
+    # Nothing of kopf's on the object while handlers succeed: a PATCH saved per create and spec change.
+    settings.persistence.progress_storage = kopfstorage.FailureOnlyProgressStorage(prefix=api.GROUP)
+    settings.persistence.diffbase_storage = kopfstorage.MemoryDiffBaseStorage(memo.memory)
     settings.posting.level = logging.INFO
     resilience.configure(settings)
     settings.execution.max_workers = memo.settings.max_workers
@@ -100,14 +99,18 @@ async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(*MD)
 def reconcile_handler(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) -> None:
     """The status is written here, under the object's lock, not left to kopf's patch after the
-    handler: a child event's status write can then never be overtaken by an older one."""
+    handler: a child event's status write can then never be overtaken by an older one.
+    An `Applied` Event marks a generation applied for the first time (not a restart's resume)."""
+    seen = dict(body)
+    generation = seen["metadata"].get("generation")
+    first_time = (seen.get("status") or {}).get("observedGeneration") != generation
     try:
-        outcome = reconcile_and_write_status(dict(body), memo, created=reason == "create")
+        outcome = reconcile_and_write_status(seen, memo, created=kopfstorage.is_new(seen, reason))
     except KubeError as exc:  # the status write itself failed
         raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=_backoff(1)) from None
-    kopf.info(
-        body, reason="Applied", message=f"{reason}: applied {', '.join(f'{r.kind}/{r.name}' for r in outcome.applied)}"
-    )
+    if first_time:
+        applied = ", ".join(f"{r.kind}/{r.name}" for r in outcome.applied)
+        kopf.info(body, reason="Applied", message=f"generation {generation}: applied {applied}")
 
 
 @kopf.on.event(*MD)

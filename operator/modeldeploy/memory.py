@@ -7,7 +7,8 @@
 - the stable revision read from its ControllerRevision history (read once, then kept);
 - one lock, so reconciles and status writes of one object never overlap or reorder;
 - how many applies in a row failed (the retry count shown in status);
-- the children the last reconcile applied (what a later one may have to prune).
+- the children the last reconcile applied (what a later one may have to prune);
+- the essence kopf last handled (`kopfstorage.MemoryDiffBaseStorage`: no annotation on the object).
 
 `slim()` cuts what nobody reads from every watched object before kopf keeps it (kopf, its
 per-object queues and this memory hold the bodies of 1000s of objects).
@@ -72,6 +73,7 @@ class Entry:
     # Watched children (ObjectRef -> (digest of what was applied, resourceVersion the apply answered)):
     # while the live child still has that resourceVersion, re-applying the same object changes nothing.
     applied_versions: dict[Any, tuple[str, str]] = field(default_factory=dict)
+    handled_essence: Any = None  # kopf's BodyEssence of the last handled spec; None: not handled yet
 
     def freshest(self, observed: dict[str, Any]) -> dict[str, Any]:
         """The remembered status unless the observed one is about a newer generation."""

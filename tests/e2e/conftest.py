@@ -89,7 +89,9 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
 
 def install_crd() -> None:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
+    # On a fresh API server the CRD may have no status yet: kubectl wait then fails at once.
+    wait_for(lambda: condition(kubectl_json("get", "crd", CRD_NAME), "Established")["status"] == "True",
+             timeout=60, what="the CRD Established", period=0.2)  # fmt: skip
 
 
 def fake_kubelet_running() -> bool:
