@@ -6,6 +6,8 @@ Run with `kopf run -m modeldeploy.handlers` or `modeldeploy run`.
 - every ModelDeployment event keeps the per-object memory (`memo.memory`) current;
 - a child Deployment changed: its status reaches the owner's status at once (mapped through
   owner references), on threads of its own (`child-status`), never behind kopf's workers;
+- a stable pod's readiness changed: the owner's status follows the pods at once (mapped through
+  their labels) where the Deployment controller has not reported them yet;
   while a canary runs, or when a Deployment was deleted, the owner is reconciled in full (a
   deleted stable comes back with the stable revision);
 - a rollout loop reconciles a canary only when its next analysis is due: a waiting or paused
@@ -73,7 +75,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     resilience.configure(settings)
     settings.execution.max_workers = memo.settings.max_workers
     # Only the operator's own Deployments reach kopf (filtered by the API server, not in kopf).
-    settings.watching.label_selectors["apps", "deployments"] = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+    managed = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+    settings.watching.label_selectors["apps", "deployments"] = managed
+    settings.watching.label_selectors["v1", "pods"] = managed
     if memo.settings.namespaces:
         # Namespaced installs get Roles only: no cluster-wide discovery of CRDs and namespaces.
         settings.scanning.disabled = True
@@ -145,26 +149,44 @@ async def _run_command(body: dict[str, Any], memo: kopf.Memo) -> None:
         memo.command_tasks.discard(asyncio.current_task())
 
 
-def _owner_key(body: kopf.Body) -> tuple[str, str] | None:
-    for ref in body.metadata.get("ownerReferences", []):
+def _owner_key(child: dict[str, Any]) -> tuple[str, str] | None:
+    meta = child.get("metadata", {})
+    for ref in meta.get("ownerReferences") or []:
         if ref.get("kind") == api.KIND and ref.get("apiVersion", "").startswith(api.GROUP):
-            return (body.metadata.namespace, ref["name"])
+            return (meta.get("namespace") or "default", ref["name"])
     return None
 
 
 async def child_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A child Deployment's event: its owner's status follows within the event's latency. The work
-    runs on threads of its own, so status never queues behind creates holding kopf's workers; while
-    the owner's reconcile is in flight, it waits here (no thread held) and follows it."""
+    """A child Deployment's event: its owner's status follows within the event's latency."""
     memo.memory.saw_child(dict(body), deleted=type == "DELETED")
+    await _follow(type, dict(body), memo)
+
+
+async def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A pod's event: when a stable pod's revision or readiness changed, the owner's status follows
+    at once, from the pods, not only once the Deployment controller reports them (rate-limited)."""
+    workload = memo.memory.saw_pod(dict(body), deleted=type == "DELETED")
+    if workload is None or workload[2] != "stable":
+        return
+    namespace, owner, _ = workload
+    stable = memo.memory.children.get((namespace, owner))  # the stable Deployment has the owner's name
+    if stable is not None:
+        await _follow("MODIFIED", stable, memo)
+
+
+async def _follow(type: str | None, child: dict[str, Any], memo: kopf.Memo) -> None:
+    """Bring the owner's status up to a child's change. The work runs on threads of its own, so
+    status never queues behind creates holding kopf's workers; while the owner's reconcile is in
+    flight, it waits here (no thread held) and follows it."""
     loop = asyncio.get_running_loop()
-    while not await loop.run_in_executor(memo.child_pool, _follow_child, type, body, memo):
+    while not await loop.run_in_executor(memo.child_pool, _follow_child, type, child, memo):
         await asyncio.sleep(CHILD_RETRY_SECONDS)
 
 
-def _follow_child(type: str | None, body: kopf.Body, memo: kopf.Memo) -> bool:
+def _follow_child(type: str | None, child: dict[str, Any], memo: kopf.Memo) -> bool:
     """False when the owner is busy (a reconcile holds its lock): try again after it."""
-    key = _owner_key(body)
+    key = _owner_key(child)
     owner = memo.memory.owner(key) if key else None
     if owner is None:
         return True  # the owner is gone too (garbage collection), or not known yet
@@ -172,23 +194,24 @@ def _follow_child(type: str | None, body: kopf.Body, memo: kopf.Memo) -> bool:
     if not lock.acquire(blocking=False):  # a reconcile in flight: it may be pruning this child
         return False
     try:
-        _follow_child_locked(type, body, owner, memo)
+        _follow_child_locked(type, child, owner, memo)
     finally:
         lock.release()
     return True
 
 
-def _follow_child_locked(type: str | None, body: kopf.Body, owner: dict[str, Any], memo: kopf.Memo) -> None:
-    is_stable = body.metadata.name == owner["metadata"]["name"]
+def _follow_child_locked(type: str | None, child: dict[str, Any], owner: dict[str, Any], memo: kopf.Memo) -> None:
+    name = child["metadata"]["name"]
+    is_stable = name == owner["metadata"]["name"]
     canary_runs = RolloutState.decode(memo.memory.status_of(owner)) is not None
     with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError, KubeError, api.SpecError):
         if type == "DELETED":
             if not (is_stable or canary_runs):
                 return  # a canary the operator pruned
             reconcile_and_write_status(owner, memo)
-            event(memo, owner, "Restored", f"Deployment/{body.metadata.name} was deleted; re-created")
+            event(memo, owner, "Restored", f"Deployment/{name} was deleted; re-created")
         elif is_stable and not canary_runs:
-            refreshed = reconcile.refresh_status(owner, dict(body), memo.settings, memo.memory)
+            refreshed = reconcile.refresh_status(owner, child, memo.settings, memo.memory)
             if refreshed is not None:
                 _write_status(owner, memo, refreshed)
                 _report(memo, owner, refreshed)
@@ -198,6 +221,7 @@ def _follow_child_locked(type: str | None, body: kopf.Body, owner: dict[str, Any
 
 for _group, _version, _plural in CHILD_RESOURCES:
     kopf.on.event(_group, _version, _plural, labels=MANAGED)(child_changed)
+kopf.on.event("", "v1", "pods", labels=MANAGED)(pod_changed)
 
 
 def run_reconcile(

@@ -8,6 +8,7 @@
 - one lock, so reconciles and status writes of one object never overlap or reorder;
 - how many applies in a row failed (the retry count shown in status);
 - the children the last reconcile applied (what a later one may have to prune);
+- the pods of each workload, as far as the status needs them (revision, ready);
 - the essence kopf last handled (`kopfstorage.MemoryDiffBaseStorage`: no annotation on the object).
 
 `slim()` cuts what nobody reads from every watched object before kopf keeps it (kopf, its
@@ -20,9 +21,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from modeldeploy import api
+from modeldeploy import api, names
+from modeldeploy.status import PodFact
 
 Key = tuple[str, str]  # (namespace, name)
+WorkloadKey = tuple[str, str, str]  # (namespace, ModelDeployment name, track)
 
 
 def slim(obj: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +97,7 @@ class Memory:
     def __init__(self) -> None:
         self.known: dict[Key, dict[str, Any]] = {}
         self.children: dict[Key, dict[str, Any]] = {}  # watched child Deployments, as `child_summary` keeps them
+        self.pods: dict[WorkloadKey, dict[str, PodFact]] = {}  # watched pods (not terminating) by workload
         self._entries: dict[str, Entry] = {}
         self._guard = threading.Lock()
 
@@ -124,9 +128,38 @@ class Memory:
         else:
             self.children[key] = child_summary(child)
 
+    def saw_pod(self, pod: dict[str, Any], *, deleted: bool = False) -> WorkloadKey | None:
+        """Keep a pod's revision and readiness; the workload whose pods changed in that, if any."""
+        meta = pod.get("metadata", {})
+        labels = meta.get("labels") or {}
+        owner, track, name = labels.get(names.LABEL_DEPLOYMENT), labels.get(names.LABEL_TRACK), meta.get("name")
+        if not owner or not track or not name:
+            return None
+        key = (meta.get("namespace") or "default", owner, track)
+        gone = deleted or meta.get("deletionTimestamp")
+        after = None if gone else PodFact(labels.get(names.LABEL_REVISION), _ready(pod))
+        with self._guard:
+            pods = self.pods.setdefault(key, {})
+            before = pods.pop(name, None)
+            if after is not None:
+                pods[name] = after
+            elif not pods:
+                del self.pods[key]
+        return key if before != after else None
+
+    def pods_of(self, namespace: str, name: str, track: names.Track) -> list[PodFact]:
+        """The watched pods of one track of a ModelDeployment (empty where nothing watches pods)."""
+        with self._guard:
+            return list(self.pods.get((namespace, name, track), {}).values())
+
     def owner(self, key: Key) -> dict[str, Any] | None:
         return self.known.get(key)
 
     def status_of(self, body: dict[str, Any]) -> dict[str, Any]:
         """The freshest status known for a body."""
         return self.entry(body).freshest(body.get("status") or {})
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)

@@ -25,6 +25,7 @@ from modeldeploy.memory import Entry, Key, Memory
 from modeldeploy.prometheus import MetricsProvider
 from modeldeploy.rolloutstate import RolloutState
 from modeldeploy.settings import OperatorSettings
+from modeldeploy.status import PodFact
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ def reconcile(
     entry = memory.entry(body)
     children = memory.children if trust_watch else {}
     with entry.lock:
-        outcome = _reconcile_locked(body, md, kube, settings, entry, created, provider, children)
+        stable_pods = memory.pods_of(md.metadata.namespace, md.metadata.name, "stable")
+        outcome = _reconcile_locked(body, md, kube, settings, entry, created, provider, children, stable_pods)
         if not trust_watch and _changed(body.get("status") or {}, outcome.status):
             # The server holds another status than the one this process last wrote (an older
             # write, e.g. kopf's own patch retried after ours, landed last): write it again.
@@ -196,8 +198,10 @@ def _reconcile_locked(
     created: bool,
     provider: MetricsProvider | None,
     children: dict[Key, dict[str, Any]],
+    stable_pods: list[PodFact],
 ) -> Outcome:
-    """`children`: the watched child Deployments (empty where nothing watches them)."""
+    """`children`: the watched child Deployments (empty where nothing watches them); `stable_pods`:
+    the stable's watched pods (the Ready condition follows them where the Deployment's status lags)."""
     outcome = Outcome()
     previous = entry.freshest(body.get("status") or {})
     now = status.now_rfc3339()
@@ -267,7 +271,7 @@ def _reconcile_locked(
         decision = replace(decision, step_started_at=now)  # the step's clock runs from when the canary is ready
 
     # 3. Status.
-    workload = status.workload_state(results[stable_ref])
+    workload = status.workload_state(results[stable_ref], stable_pods)
     url, grpc_url = render.service_urls(md)
     new = status.reconciled_status(
         previous, generation=generation, revision=desired, workload=workload, url=url, grpc_url=grpc_url, now=now
@@ -340,7 +344,7 @@ def refresh_status(
             or names.pod_revision(child) != desired
         ):
             return None
-        workload = status.workload_state(child)
+        workload = status.workload_state(child, memory.pods_of(md.metadata.namespace, md.metadata.name, "stable"))
         url, grpc_url = render.service_urls(md)
         new = status.reconciled_status(
             previous, generation=md.metadata.generation, revision=desired, workload=workload, url=url,

@@ -138,6 +138,16 @@ async def exercise_every_path(emulator: kmock.KubernetesEmulator) -> None:
         await patch(emulator, "ml", "hist", {"metadata": {"generation": 2}, "spec": v2})
         await eventually(lambda: first not in revisions(emulator, "hist"), what="old ControllerRevision pruned")
         assert len(revisions(emulator, "hist")) == 1
+        # A handler that fails for now (its status write refused on every attempt of the client):
+        # kopf keeps its retry count in annotations (the only PATCH of a ModelDeployment itself).
+        refused = emulator[kmock.method("patch"), kmock.namespace("flaky"), kmock.subresource("status")][:6]
+        refused << 503 << {"kind": "Status", "message": "injected"}
+        await create(emulator, model_deployment("retried", ns="flaky"))
+        await eventually(
+            lambda: any(r.method == "PATCH" and r.url.path.endswith("/modeldeployments/retried") for r in emulator),
+            timeout=30,
+            what="kopf's retry bookkeeping",
+        )
         await create(emulator, model_deployment("bad", replicas=-1))
         await eventually(
             lambda: (obj(emulator, "modeldeploy.io/v1alpha1/modeldeployments", "ml", "bad") or {}).get("status")

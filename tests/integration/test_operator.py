@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kmock
 import pytest
 
-from modeldeploy.names import LABEL_DEPLOYMENT, LABEL_TRACK
+from modeldeploy.names import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK, MANAGED
 from tests.integration.operator_env import (
     MD_RESOURCE,
     create,
@@ -196,3 +197,40 @@ async def test_transient_api_errors_are_retried_until_converged(
         await create(kmock, model_deployment("flaky"))
         await eventually(lambda: obj(kmock, DEPLOY, "ml", "flaky"), timeout=20, what="Deployment after retries")
         await eventually(lambda: md_status(kmock, "flaky").get("observedGeneration") == 1, timeout=20)
+
+
+def pod(name: str, owner: str, revision: str, ready: bool, track: str = "stable") -> dict[str, Any]:
+    labels = {**MANAGED, LABEL_DEPLOYMENT: owner, LABEL_TRACK: track, LABEL_REVISION: revision}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "ml", "labels": labels},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+async def test_ready_follows_the_pods_before_the_deployment_reports_them(kmock: kmock.KubernetesEmulator) -> None:
+    """kmock runs no Deployment controller: the Deployment never gets a status, as when a real one's
+    status trails its pods (the controller-manager's API rate limit). The pods alone must do."""
+    async with running_operator(kmock, resync_seconds=600):
+        await create(kmock, model_deployment("pods", replicas=2))
+        deployment = await eventually(lambda: obj(kmock, DEPLOY, "ml", "pods"), what="Deployment")
+        revision = deployment["spec"]["template"]["metadata"]["labels"][LABEL_REVISION]
+        await eventually(lambda: md_status(kmock, "pods").get("observedGeneration") == 1, what="status")
+        await kmock.post("/api/v1/namespaces/ml/pods", json=pod("pods-a", "pods", revision, ready=True))
+        await kmock.post("/api/v1/namespaces/ml/pods", json=pod("pods-old", "pods", "0ld", ready=True))
+        await kmock.post("/api/v1/namespaces/ml/pods", json=pod("pods-b", "pods", revision, ready=False))
+        await kmock.post("/api/v1/namespaces/ml/pods", json=pod("pods-c", "pods", "x", ready=True, track="canary"))
+        await asyncio.sleep(1)  # one of two new pods ready and an old one left: not Ready
+        assert cond(md_status(kmock, "pods"), "Ready")["status"] == "False"
+        await kmock.delete("/api/v1/namespaces/ml/pods/pods-old")
+        ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+        await kmock.patch("/api/v1/namespaces/ml/pods/pods-b", json=ready)
+        status = await eventually(lambda: cond(md_status(kmock, "pods"), "Ready")["status"] == "True"
+                                  and md_status(kmock, "pods"), what="Ready from the pods")  # fmt: skip
+        assert status["readyReplicas"] == 2 and status["replicas"] == 2
+        assert obj(kmock, DEPLOY, "ml", "pods").get("status") is None, "no Deployment status was needed"
+        # A pod turns unready: the pods no longer vouch, and the Deployment reports nothing ready.
+        await kmock.patch("/api/v1/namespaces/ml/pods/pods-a", json={"status": {"conditions": [
+            {"type": "Ready", "status": "False"}]}})  # fmt: skip
+        await eventually(lambda: cond(md_status(kmock, "pods"), "Ready")["status"] == "False", what="Ready=False")

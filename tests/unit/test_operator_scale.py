@@ -7,7 +7,7 @@ import contextlib
 import itertools
 from typing import Any, cast
 
-from modeldeploy import api, memory, reconcile
+from modeldeploy import api, memory, reconcile, status
 from modeldeploy.kube import KubeClient, KubeError, ObjectRef
 from modeldeploy.memory import Memory
 from modeldeploy.settings import OperatorSettings
@@ -109,3 +109,24 @@ def test_a_retried_create_prunes_what_its_failed_first_attempt_applied() -> None
     del kube.fail_apply["ControllerRevision"]
     run(kube, mem, body(replicas=1), created=True)  # the spec changed before the retry
     assert "fraud" not in kube.names("HorizontalPodAutoscaler")
+
+
+def test_memory_keeps_each_workloads_pods_and_says_when_they_changed() -> None:
+    mem = memory.Memory()
+
+    def pod(name: str, ready: bool, track: str = "stable", **meta: object) -> dict:
+        labels = {"modeldeploy.io/deployment": "iris", "modeldeploy.io/track": track, "modeldeploy.io/revision": "r1"}
+        conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+        return {"metadata": {"name": name, "namespace": "ml", "labels": labels, **meta},
+                "status": {"conditions": conditions}}  # fmt: skip
+
+    assert mem.saw_pod(pod("a", False)) == ("ml", "iris", "stable")
+    assert mem.saw_pod(pod("a", False)) is None  # nothing the status reads changed
+    assert mem.saw_pod(pod("a", True)) == ("ml", "iris", "stable")
+    assert mem.saw_pod(pod("c", True, track="canary")) == ("ml", "iris", "canary")
+    assert mem.pods_of("ml", "iris", "stable") == [status.PodFact("r1", True)]
+    assert mem.saw_pod(pod("a", True, deletionTimestamp="2026-12-03T00:00:00Z")) == ("ml", "iris", "stable")
+    assert mem.pods_of("ml", "iris", "stable") == []  # a terminating pod no longer counts
+    assert mem.saw_pod(pod("c", True, track="canary"), deleted=True) == ("ml", "iris", "canary")
+    assert mem.pods == {}  # nothing kept for workloads without pods
+    assert mem.saw_pod({"metadata": {"name": "x", "namespace": "ml", "labels": {}}}) is None  # not ours

@@ -89,3 +89,29 @@ def test_apply_failed_keeps_phase_and_counts_failures() -> None:
     assert ready["status"] == "False" and ready["reason"] == "ApplyFailed" and ready["observedGeneration"] == 2
     assert "500: range is full" in ready["message"] and "failed 3 times" in ready["message"]
     assert "phase" not in new
+
+
+def lagging(desired: int = 2, revision: str = "r2") -> dict:
+    """A Deployment whose controller has not reported its new pods yet (nothing observed)."""
+    dep = deployment(desired=desired, ready=0, updated=0, available=0, generation=4, observed=3)
+    dep["spec"]["template"] = {"metadata": {"labels": {"modeldeploy.io/revision": revision}}}
+    return dep
+
+
+def test_the_pods_vouch_for_a_lagging_deployment_only_when_fully_rolled_out() -> None:
+    new_ready, new_unready, old_ready = (
+        status.PodFact("r2", True),
+        status.PodFact("r2", False),
+        status.PodFact("r1", True),
+    )
+    assert not status.workload_state(lagging()).is_ready
+    seen = status.workload_state(lagging(), [new_ready, new_ready])
+    assert seen.is_ready and seen.rolled_out and (seen.ready, seen.replicas) == (2, 2)
+    assert not status.workload_state(lagging(), [new_ready, new_unready]).is_ready  # one not ready
+    assert not status.workload_state(lagging(), [new_ready, new_ready, old_ready]).is_ready  # an old one left
+    assert not status.workload_state(lagging(), [new_ready]).is_ready  # one of two
+    assert not status.workload_state(lagging(revision="r3"), [new_ready, new_ready]).is_ready  # another template
+    # No pods seen (nothing watches them, or none yet): the Deployment's status alone, even for 0 replicas.
+    assert not status.workload_state(lagging(desired=0), []).is_ready
+    # A Deployment that reports itself rolled out is believed whatever the pods show (they may trail it).
+    assert status.workload_state(deployment(), [new_unready]).is_ready
