@@ -6,10 +6,10 @@ Run with `kopf run -m modeldeploy.handlers` or `modeldeploy run`.
 - every ModelDeployment event keeps the per-object memory (`memo.memory`) current;
 - a child Deployment changed: its status reaches the owner's status at once (mapped through
   owner references), on threads of its own (`child-status`), never behind kopf's workers;
-- a stable pod's readiness changed: the owner's status follows the pods at once (mapped through
-  their labels) where the Deployment controller has not reported them yet;
   while a canary runs, or when a Deployment was deleted, the owner is reconciled in full (a
   deleted stable comes back with the stable revision);
+- a stable pod's revision or readiness changed (no canary running): the owner's status follows
+  the pods at once (mapped through their labels), before the Deployment controller reports them;
 - a rollout loop reconciles a canary only when its next analysis is due: a waiting or paused
   canary costs nothing;
 - a resync loop walks every known object each `resync_seconds` (with jitter) to repair drift;
@@ -169,10 +169,12 @@ async def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: A
     workload = memo.memory.saw_pod(dict(body), deleted=type == "DELETED")
     if workload is None or workload[2] != "stable":
         return
-    namespace, owner, _ = workload
-    stable = memo.memory.children.get((namespace, owner))  # the stable Deployment has the owner's name
-    if stable is not None:
-        await _follow("MODIFIED", stable, memo)
+    namespace, name, _ = workload
+    owner = memo.memory.owner((namespace, name))
+    stable = memo.memory.children.get((namespace, name))  # the stable Deployment has the owner's name
+    if owner is None or stable is None or RolloutState.decode(memo.memory.status_of(owner)) is not None:
+        return  # a canary's decisions wait for the Deployments' own status
+    await _follow("MODIFIED", stable, memo)
 
 
 async def _follow(type: str | None, child: dict[str, Any], memo: kopf.Memo) -> None:
