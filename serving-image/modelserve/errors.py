@@ -19,6 +19,8 @@ MESSAGE_LIMIT = 1000  # characters of any error message
 
 def clip(value: object, limit: int = ECHO_LIMIT) -> str:
     """A client-supplied value as it may appear in a message: one line, at most `limit` characters."""
+    if isinstance(value, str) and len(value) <= limit and value.isprintable():
+        return value  # the usual short name, as it is (every request's tensor names pass here)
     if isinstance(value, bytes | bytearray | memoryview):
         text = bytes(value[: limit * 4]).decode("utf-8", errors="replace")
     else:

@@ -21,7 +21,6 @@ from modelserve.auth import TokenAuth
 from modelserve.bodies import parse_length, read_body
 from modelserve.dataplane import DataPlane
 from modelserve.errors import (
-    ECHO_LIMIT,
     InvalidArgument,
     NotFound,
     RequestTimeout,
@@ -240,11 +239,6 @@ def _parameters(obj: dict[str, Any], kind: str, name: str = "") -> dict[str, Any
     return params
 
 
-def _label(name: str) -> str:
-    """A tensor name as error messages show it (`clip`, skipped for the usual short printable name)."""
-    return name if len(name) <= ECHO_LIMIT and name.isprintable() else clip(name)
-
-
 def decode_infer_request(name: str, version: str, payload: dict[str, Any], binary: memoryview) -> InferRequest:
     inputs_json = payload.get("inputs")
     if not isinstance(inputs_json, list):
@@ -255,7 +249,7 @@ def decode_infer_request(name: str, version: str, payload: dict[str, Any], binar
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidArgument(f"inputs[{index}] must be an object with a string 'name'")
         tensor_name = item["name"]
-        label = _label(tensor_name)
+        label = clip(tensor_name)
         if not isinstance(item.get("datatype"), str):
             raise InvalidArgument(f"input '{label}': 'datatype' must be a string")
         dtype = codecs.datatype(item["datatype"])
@@ -282,7 +276,7 @@ def decode_infer_request(name: str, version: str, payload: dict[str, Any], binar
     for index, item in enumerate(outputs_json):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidArgument(f"outputs[{index}] must be an object with a string 'name'")
-        params = _parameters(item, "output", _label(item["name"]))
+        params = _parameters(item, "output", clip(item["name"]))
         outputs.append(RequestedOutput(item["name"], bool(params.get("binary_data", binary_default))))
     return InferRequest(
         model=name,

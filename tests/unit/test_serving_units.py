@@ -12,7 +12,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from modelserve import codecs
 from modelserve import config as cfg
 from modelserve.bodies import read_body
-from modelserve.errors import InferenceFailed, InvalidArgument, ModelLoadError, PayloadTooLarge, RequestTimeout
+from modelserve.errors import (
+    ECHO_LIMIT,
+    InferenceFailed,
+    InvalidArgument,
+    ModelLoadError,
+    PayloadTooLarge,
+    RequestTimeout,
+    clip,
+)
 from modelserve.faults import FaultInjector
 from modelserve.httplimits import hold_response_head
 from modelserve.metrics import ModelStats, exposition
@@ -266,3 +274,12 @@ class _BufferedCycle:
 
 async def test_read_body_sets_no_timer_for_a_body_uvicorn_already_holds() -> None:
     assert await read_body({}, _BufferedCycle().receive, 1 << 20, timeout=0.001) == b"all"
+
+
+def test_clip_keeps_a_short_printable_name_and_makes_anything_else_one_short_line() -> None:
+    assert clip("input__0") == "input__0"
+    assert clip("a\nb\tc") == "a b c"
+    assert clip("x" * (ECHO_LIMIT + 50)) == "x" * (ECHO_LIMIT - 3) + "..."
+    assert len(clip("é" * 500)) == ECHO_LIMIT
+    assert clip(b"\xff\x00ok") == "\ufffd ok"
+    assert clip(12) == "12"
